@@ -1,0 +1,123 @@
+// Package topics builds and parses Shoal's MQTT topic names.
+//
+// Every device topic has the form {prefix}/d/{device}/{kind}; the default
+// prefix is "shoal/v1". Device ids are restricted so that a topic can always
+// be parsed back and so that no id can smuggle MQTT wildcards or separators.
+package topics
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DefaultPrefix is the topic prefix used unless configured otherwise.
+const DefaultPrefix = "shoal/v1"
+
+// Kind is the last segment of a device topic.
+type Kind string
+
+// The device topic kinds of DESIGN §3.
+const (
+	Desired   Kind = "desired"
+	Reported  Kind = "reported"
+	Telemetry Kind = "telemetry"
+	Stats     Kind = "stats"
+	Ack       Kind = "ack"
+	Status    Kind = "status"
+)
+
+// Kinds lists every kind, in protocol order.
+var Kinds = []Kind{Desired, Reported, Telemetry, Stats, Ack, Status}
+
+// AgentPublishes reports whether an agent may publish on topics of kind k.
+func (k Kind) AgentPublishes() bool {
+	switch k {
+	case Reported, Telemetry, Stats, Status:
+		return true
+	}
+	return false
+}
+
+// MaxDeviceIDLen bounds device ids.
+const MaxDeviceIDLen = 128
+
+// ValidateDeviceID returns an error naming the problem if id cannot be used
+// as a device id: ids are 1–128 characters of [A-Za-z0-9._-], not starting
+// with '.' or '-'.
+func ValidateDeviceID(id string) error {
+	if id == "" {
+		return fmt.Errorf("device id is empty")
+	}
+	if len(id) > MaxDeviceIDLen {
+		return fmt.Errorf("device id %.20q... is %d characters; at most %d are allowed", id, len(id), MaxDeviceIDLen)
+	}
+	if id[0] == '.' || id[0] == '-' {
+		return fmt.Errorf("device id %q must not start with %q", id, id[0])
+	}
+	for i, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return fmt.Errorf("device id %q has %q at position %d; use letters, digits, '.', '_' and '-'", id, r, i)
+		}
+	}
+	return nil
+}
+
+// Scheme builds and parses topics under one prefix.
+type Scheme struct {
+	Prefix string
+}
+
+// New returns a Scheme for prefix, or DefaultPrefix if prefix is empty.
+func New(prefix string) Scheme {
+	prefix = strings.Trim(prefix, "/")
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Scheme{Prefix: prefix}
+}
+
+func (s Scheme) prefix() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+// Device returns the topic of kind k for device id.
+func (s Scheme) Device(id string, k Kind) string {
+	return s.prefix() + "/d/" + id + "/" + string(k)
+}
+
+// DeviceRoot returns the topic filter matching every topic of device id.
+func (s Scheme) DeviceRoot(id string) string {
+	return s.prefix() + "/d/" + id + "/#"
+}
+
+// AllDevices returns the filter matching topics of kind k of every device.
+func (s Scheme) AllDevices(k Kind) string {
+	return s.prefix() + "/d/+/" + string(k)
+}
+
+// Parse splits a device topic into its device id and kind. It rejects
+// topics outside the prefix, unknown kinds and invalid device ids.
+func (s Scheme) Parse(topic string) (id string, k Kind, err error) {
+	rest, ok := strings.CutPrefix(topic, s.prefix()+"/d/")
+	if !ok {
+		return "", "", fmt.Errorf("topic %q is not under %q", topic, s.prefix()+"/d/")
+	}
+	id, kind, ok := strings.Cut(rest, "/")
+	if !ok || strings.Contains(kind, "/") {
+		return "", "", fmt.Errorf("topic %q: want %s/d/{device}/{kind}", topic, s.prefix())
+	}
+	if err := ValidateDeviceID(id); err != nil {
+		return "", "", fmt.Errorf("topic %q: %w", topic, err)
+	}
+	for _, known := range Kinds {
+		if Kind(kind) == known {
+			return id, known, nil
+		}
+	}
+	return "", "", fmt.Errorf("topic %q: unknown kind %q", topic, kind)
+}

@@ -1,0 +1,5 @@
+package trust
+
+import "crypto/rand"
+
+var cryptoRand = rand.Reader
