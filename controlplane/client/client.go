@@ -1,0 +1,285 @@
+// Package client is a Go client for the Shoal control plane's HTTP API
+// (docs/API.md). The admin CLI, the demo and end-to-end tests use it.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to one control plane.
+type Client struct {
+	base string
+	http *http.Client
+}
+
+// New returns a client for the control plane at baseURL
+// (e.g. http://127.0.0.1:8080).
+func New(baseURL string) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q: want http(s)://host:port", baseURL)
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), http: &http.Client{Timeout: 5 * time.Minute}}, nil
+}
+
+// BaseURL returns the server URL.
+func (c *Client) BaseURL() string { return c.base }
+
+// Error is an error answer from the API.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("server answered %d", e.Status)
+	}
+	return e.Message
+}
+
+// StatusOf returns the HTTP status of an *Error in err's chain, or 0.
+func StatusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the control plane at %s (is `shoal serve` running? set --server or SHOAL_SERVER): %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		apiErr := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			apiErr.Code, apiErr.Message = e.Error.Code, e.Error.Message
+		} else {
+			apiErr.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
+		}
+		return apiErr
+	}
+	switch o := out.(type) {
+	case nil:
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	case *[]byte:
+		*o, err = io.ReadAll(resp.Body)
+		return err
+	case io.Writer:
+		_, err = io.Copy(o, resp.Body)
+		return err
+	default:
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+		return nil
+	}
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, nil, "", out)
+}
+
+func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
+	data, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, path, bytes.NewReader(data), "application/json", out)
+}
+
+// TensorSpec is a model input or output.
+type TensorSpec struct {
+	Name     string  `json:"name"`
+	DataType string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+// ModelVersion is one version in the registry.
+type ModelVersion struct {
+	Name        string       `json:"name"`
+	Version     string       `json:"version"`
+	SHA256      string       `json:"sha256"`
+	Size        int64        `json:"size"`
+	CreatedAt   time.Time    `json:"created_at"`
+	ArtifactURL string       `json:"artifact_url"`
+	Signature   string       `json:"signature"`
+	KeyID       string       `json:"key_id"`
+	Inputs      []TensorSpec `json:"inputs"`
+	Outputs     []TensorSpec `json:"outputs"`
+}
+
+// ModelSummary is one model in the model list.
+type ModelSummary struct {
+	Name      string    `json:"name"`
+	Versions  []string  `json:"versions"`
+	Latest    string    `json:"latest"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// PushModel uploads an ONNX model as name/version. created is false when
+// the identical bytes were already stored under that version.
+func (c *Client) PushModel(ctx context.Context, name, version string, body io.Reader) (mv ModelVersion, err error) {
+	path := "/api/v1/models/" + url.PathEscape(name) + "/versions/" + url.PathEscape(version)
+	err = c.do(ctx, http.MethodPut, path, body, "application/octet-stream", &mv)
+	return mv, err
+}
+
+// Models lists models.
+func (c *Client) Models(ctx context.Context) ([]ModelSummary, error) {
+	var out struct {
+		Models []ModelSummary `json:"models"`
+	}
+	err := c.getJSON(ctx, "/api/v1/models", &out)
+	return out.Models, err
+}
+
+// Model returns every version of a model.
+func (c *Client) Model(ctx context.Context, name string) ([]ModelVersion, error) {
+	var out struct {
+		Versions []ModelVersion `json:"versions"`
+	}
+	err := c.getJSON(ctx, "/api/v1/models/"+url.PathEscape(name), &out)
+	return out.Versions, err
+}
+
+// ModelVersion returns one version.
+func (c *Client) ModelVersion(ctx context.Context, name, version string) (mv ModelVersion, err error) {
+	err = c.getJSON(ctx, "/api/v1/models/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version), &mv)
+	return mv, err
+}
+
+// Signature returns a version's cosign signature (base64 text).
+func (c *Client) Signature(ctx context.Context, name, version string) (string, error) {
+	var b []byte
+	err := c.do(ctx, http.MethodGet, "/api/v1/models/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version)+"/signature", nil, "", &b)
+	return strings.TrimSpace(string(b)), err
+}
+
+// PublicKey returns the control plane's signing public key (PEM).
+func (c *Client) PublicKey(ctx context.Context) ([]byte, error) {
+	var b []byte
+	err := c.do(ctx, http.MethodGet, "/api/v1/trust/public-key", nil, "", &b)
+	return b, err
+}
+
+// DeployResult is the answer to Deploy.
+type DeployResult struct {
+	Model           string `json:"model"`
+	Version         string `json:"version"`
+	ReleaseSequence uint64 `json:"release_sequence"`
+	Devices         []struct {
+		ID         string `json:"id"`
+		Generation uint64 `json:"generation"`
+	} `json:"devices"`
+}
+
+// Deploy sets model/version as the desired model of devices (all when empty).
+func (c *Client) Deploy(ctx context.Context, model, version string, devices []string) (r DeployResult, err error) {
+	err = c.postJSON(ctx, "/api/v1/deployments", map[string]any{"model": model, "version": version, "devices": devices}, &r)
+	return r, err
+}
+
+// Token is a one-time enrollment token.
+type Token struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateToken makes a one-time enrollment token valid for ttl (0 = server default).
+func (c *Client) CreateToken(ctx context.Context, ttl time.Duration) (t Token, err error) {
+	body := map[string]any{}
+	if ttl > 0 {
+		body["ttl"] = ttl.String()
+	}
+	err = c.postJSON(ctx, "/api/v1/tokens", body, &t)
+	return t, err
+}
+
+// DeviceModel is a device's view of one model.
+type DeviceModel struct {
+	Name            string `json:"name"`
+	ActiveVersion   string `json:"active_version"`
+	PreviousVersion string `json:"previous_version"`
+	DesiredVersion  string `json:"desired_version"`
+	Phase           string `json:"phase"`
+	Error           string `json:"error"`
+}
+
+// Device is one enrolled device.
+type Device struct {
+	ID                string        `json:"id"`
+	Online            bool          `json:"online"`
+	LastSeen          time.Time     `json:"last_seen"`
+	EnrolledAt        time.Time     `json:"enrolled_at"`
+	AgentVersion      string        `json:"agent_version"`
+	Profile           string        `json:"profile"`
+	Phase             string        `json:"phase"`
+	Error             string        `json:"error"`
+	DesiredGeneration uint64        `json:"desired_generation"`
+	AppliedGeneration uint64        `json:"applied_generation"`
+	Models            []DeviceModel `json:"models"`
+}
+
+// Devices lists enrolled devices.
+func (c *Client) Devices(ctx context.Context) ([]Device, error) {
+	var out struct {
+		Devices []Device `json:"devices"`
+	}
+	err := c.getJSON(ctx, "/api/v1/devices", &out)
+	return out.Devices, err
+}
+
+// TelemetryCounts are telemetry totals.
+type TelemetryCounts struct {
+	DeviceID       string `json:"device_id,omitempty"`
+	Records        uint64 `json:"records"`
+	Predictions    uint64 `json:"predictions"`
+	Errors         uint64 `json:"errors"`
+	HighestSeq     uint64 `json:"highest_seq,omitempty"`
+	DroppedRecords uint64 `json:"dropped_records"`
+}
+
+// TelemetrySummary is the answer of GET /api/v1/telemetry.
+type TelemetrySummary struct {
+	Devices []TelemetryCounts `json:"devices"`
+	Total   TelemetryCounts   `json:"total"`
+}
+
+// Telemetry returns telemetry counts for one device, or all when id is "".
+func (c *Client) Telemetry(ctx context.Context, deviceID string) (s TelemetrySummary, err error) {
+	path := "/api/v1/telemetry"
+	if deviceID != "" {
+		path += "?device=" + url.QueryEscape(deviceID)
+	}
+	err = c.getJSON(ctx, path, &s)
+	return s, err
+}
