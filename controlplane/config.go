@@ -1,0 +1,102 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Defaults for Config. Both addresses are loopback: exposing the control
+// plane is a deliberate choice made with a flag.
+const (
+	DefaultHTTPAddr = "127.0.0.1:8080"
+	DefaultMQTTAddr = "127.0.0.1:1883"
+)
+
+// Config configures a control plane. Only DataDir is required.
+type Config struct {
+	// DataDir holds the store (DataDir/store), the artifacts
+	// (DataDir/artifacts) and the signing key (DataDir/signing-key.pem).
+	DataDir string
+	// HTTPAddr is the API's listen address (default DefaultHTTPAddr); port
+	// 0 picks a free port (HTTPAddr on the ControlPlane tells which).
+	HTTPAddr string
+	// MQTTAddr is the embedded broker's listen address (default
+	// DefaultMQTTAddr); unused when BrokerURL is set.
+	MQTTAddr string
+	// BrokerURL, if set, is an external MQTT broker to use instead of the
+	// embedded one: tcp://user:pass@host:port (or ssl://, ws://, wss://).
+	BrokerURL string
+	// PublicBrokerURL is the broker URL agents are told at enrollment.
+	// Default: tcp://{the embedded broker's address}, or BrokerURL without
+	// its credentials.
+	PublicBrokerURL string
+	// TopicPrefix is the MQTT topic prefix (default topics.DefaultPrefix).
+	TopicPrefix string
+	// ONNXRuntimeLib is the path of libonnxruntime.so; empty searches
+	// $ONNXRUNTIME_LIB, the cache and the system (onnxrt.Init).
+	ONNXRuntimeLib string
+	// Logger receives the control plane's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+	// HTTPMiddleware, if set, wraps the API handler: tests use it to hold,
+	// cut or alter responses (controltest.WithHTTPMiddleware).
+	HTTPMiddleware func(http.Handler) http.Handler
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.DataDir == "" {
+		return c, errors.New("control plane: no data directory; give one (shoal serve --data-dir)")
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.MQTTAddr == "" {
+		c.MQTTAddr = DefaultMQTTAddr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.PublicBrokerURL != "" {
+		u, err := url.Parse(c.PublicBrokerURL)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return c, fmt.Errorf("control plane: public broker URL %q: want scheme://host:port, e.g. tcp://broker.example.com:1883", c.PublicBrokerURL)
+		}
+		if u.User != nil {
+			return c, fmt.Errorf("control plane: public broker URL %q holds credentials; agents get their own at enrollment, so leave them out", redactURL(c.PublicBrokerURL))
+		}
+	}
+	return c, nil
+}
+
+// redactURL returns raw without its user information.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	return u.String()
+}
+
+// isUnspecifiedHost reports whether addr listens on every interface, so
+// that its host is no address an agent can dial.
+func isUnspecifiedHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}

@@ -1,0 +1,391 @@
+// Package controlplane is the Shoal control plane as one value: New wires
+// the store, signing key, ONNX Runtime, registry, MQTT broker (embedded or
+// external), fleet, monitor and HTTP API from a Config; Start listens, Run
+// serves until its context ends, Close shuts everything down in order.
+// `shoal serve`, `shoal demo` and tests (controltest) all start control
+// planes through it.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/api"
+	"github.com/shoalfleet/shoal/controlplane/internal/broker"
+	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
+	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
+	"github.com/shoalfleet/shoal/controlplane/internal/registry"
+	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
+	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/topics"
+	"github.com/shoalfleet/shoal/internal/trust"
+)
+
+const (
+	// shutdownTimeout bounds how long Close waits for HTTP requests in
+	// flight (artifact downloads resume with Range, so cutting them is safe).
+	shutdownTimeout = 10 * time.Second
+	// dialTimeout bounds the first connection to an external broker.
+	dialTimeout = 30 * time.Second
+	// externalClientID is the control plane's MQTT client id on an external
+	// broker whose URL has no username; fixed, so the broker keeps its
+	// session across restarts.
+	externalClientID = "shoal-controlplane"
+)
+
+// ControlPlane is a configured control plane. Its methods are safe for
+// concurrent use.
+type ControlPlane struct {
+	cfg    Config
+	log    *slog.Logger
+	scheme topics.Scheme
+
+	store    *badgerstore.Store
+	signer   *trust.Signer
+	registry *registry.Registry
+	fleet    *fleet.Service
+	monitor  *monitor.Monitor
+	embedded *broker.Embedded // nil when an external broker is used
+	external *broker.External // nil when the embedded broker is used
+	bus      broker.Bus
+	http     *http.Server
+
+	mu        sync.Mutex
+	httpLn    net.Listener
+	starting  bool       // Start was called (it may have failed)
+	closed    bool       // Close was called
+	serveErr  chan error // the HTTP server's exit, once it serves
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds a control plane from cfg: it opens (or creates) the data
+// directory, the store and the signing key, loads ONNX Runtime and, with an
+// external broker, connects to it. Nothing listens until Start.
+func New(cfg Config) (_ *ControlPlane, err error) {
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, scheme: topics.New(cfg.TopicPrefix)}
+	defer func() {
+		if err != nil {
+			cp.closeParts()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("control plane: create data directory: %w", err)
+	}
+	ortPath, err := onnxrt.Init(cfg.ONNXRuntimeLib)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	cp.log.Info("ONNX Runtime loaded", "component", "onnxruntime", "library", ortPath)
+
+	storeDir := filepath.Join(cfg.DataDir, "store")
+	cp.store, err = badgerstore.Open(storeDir, cp.log.With("component", "store"))
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	cp.log.Info("store opened", "component", "store", "dir", storeDir)
+
+	keyPath := filepath.Join(cfg.DataDir, "signing-key.pem")
+	cp.signer, err = trust.LoadOrCreateSigner(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	cp.log.Info("signing key loaded", "component", "trust", "path", keyPath, "key_id", cp.signer.KeyID())
+
+	blobDir := filepath.Join(cfg.DataDir, "artifacts")
+	cp.registry, err = registry.New(cp.store, blobDir, cp.signer, cp.log.With("component", "registry"), cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	cp.log.Info("registry ready", "component", "registry", "artifacts", blobDir)
+
+	// The embedded broker asks the fleet for device credentials, and the
+	// fleet publishes through the broker: the broker gets a forwarder that
+	// the fleet is plugged into once it exists, before anything listens.
+	auth := &deviceAuth{}
+	if err := cp.openBus(auth); err != nil {
+		return nil, err
+	}
+	cp.fleet = fleet.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "fleet"), cfg.Now)
+	auth.set(cp.fleet)
+	cp.monitor = monitor.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "monitor"), cfg.Now)
+
+	handler := api.New(api.Deps{
+		Registry:     cp.registry,
+		Fleet:        cp.fleet,
+		Monitor:      cp.monitor,
+		PublicKeyPEM: cp.signer.PublicKeyPEM(),
+		TopicPrefix:  cp.scheme.Prefix,
+		BrokerURL:    cp.PublicBrokerURL,
+	}, cp.log.With("component", "api"))
+	if cfg.HTTPMiddleware != nil {
+		handler = cfg.HTTPMiddleware(handler)
+	}
+	cp.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cp.log.With("component", "http").Handler(), slog.LevelWarn),
+	}
+	return cp, nil
+}
+
+// openBus creates the embedded broker or connects to the external one.
+func (cp *ControlPlane) openBus(auth broker.Authenticator) error {
+	if cp.cfg.BrokerURL == "" {
+		emb, err := broker.NewEmbedded(broker.EmbeddedConfig{
+			Addr:   cp.cfg.MQTTAddr,
+			Scheme: cp.scheme,
+			Auth:   auth,
+		}, cp.log) // the broker names its own components
+		if err != nil {
+			return fmt.Errorf("control plane: %w", err)
+		}
+		cp.embedded, cp.bus = emb, emb
+		return nil
+	}
+	// The client id is the broker username when there is one: brokers
+	// (Shoal's own among them) commonly tie the two together.
+	clientID := externalClientID
+	if u, err := url.Parse(cp.cfg.BrokerURL); err == nil && u.User.Username() != "" {
+		clientID = u.User.Username()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	ext, err := broker.DialExternal(ctx, broker.ExternalConfig{URL: cp.cfg.BrokerURL, ClientID: clientID}, cp.log)
+	if err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	cp.external, cp.bus = ext, ext
+	cp.log.Info("connected to external MQTT broker", "component", "mqtt", "broker", redactURL(cp.cfg.BrokerURL), "client_id", clientID)
+	return nil
+}
+
+// Start makes the control plane listen (MQTT, then HTTP), subscribes the
+// fleet and monitor to device topics, and republishes every device's
+// desired state (the embedded broker keeps retained messages in memory
+// only). It returns once both listeners accept connections. After an
+// error, call Close to release what was started.
+func (cp *ControlPlane) Start() error {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	switch {
+	case cp.closed:
+		return errors.New("control plane: Start after Close")
+	case cp.starting:
+		return errors.New("control plane: Start called twice")
+	}
+	cp.starting = true
+	if cp.embedded != nil {
+		if err := cp.embedded.Start(); err != nil {
+			return fmt.Errorf("control plane: %w", err)
+		}
+	}
+	if err := cp.subscribe(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	if err := cp.fleet.Republish(ctx); err != nil {
+		return fmt.Errorf("control plane: republish desired state: %w", err)
+	}
+	ln, err := net.Listen("tcp", cp.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("control plane: HTTP API: listen on %s: %w", cp.cfg.HTTPAddr, err)
+	}
+	cp.httpLn = ln
+	cp.serveErr = make(chan error, 1)
+	go func() { cp.serveErr <- cp.http.Serve(ln) }()
+	cp.log.Info("HTTP API listening", "component", "api", "addr", ln.Addr().String(), "url", cp.urlLocked())
+	if cp.embedded != nil && cp.cfg.PublicBrokerURL == "" && isUnspecifiedHost(cp.embedded.Addr()) {
+		cp.log.Warn("the MQTT broker listens on every interface, and agents are told "+cp.publicBrokerURL()+
+			"; set --public-broker-url to the address agents can reach", "component", "mqtt")
+	}
+	cp.log.Info("agents enroll at "+cp.urlLocked()+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
+	return nil
+}
+
+func (cp *ControlPlane) subscribe() error {
+	subs := []struct {
+		kind topics.Kind
+		h    func(topic string, payload []byte)
+	}{
+		{topics.Reported, cp.fleet.HandleReported},
+		{topics.Status, cp.fleet.HandleStatus},
+		{topics.Telemetry, cp.monitor.HandleTelemetry},
+	}
+	for _, s := range subs {
+		if err := cp.bus.Subscribe(cp.scheme.AllDevices(s.kind), s.h); err != nil {
+			return fmt.Errorf("control plane: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run starts the control plane if Start has not been called, serves until
+// ctx ends, then shuts down (Close). It returns nil after a shutdown asked
+// for by ctx, or the error that stopped it.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	cp.mu.Lock()
+	starting := cp.starting
+	serveErr := cp.serveErr
+	cp.mu.Unlock()
+	if starting && serveErr == nil {
+		return errors.Join(errors.New("control plane: Run after a failed Start"), cp.Close())
+	}
+	if !starting {
+		if err := cp.Start(); err != nil {
+			return errors.Join(err, cp.Close())
+		}
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-cp.serveChan():
+		if !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("control plane: HTTP API stopped: %w", err)
+		}
+	}
+	cp.log.Info("control plane shutting down")
+	return errors.Join(runErr, cp.Close())
+}
+
+func (cp *ControlPlane) serveChan() <-chan error {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.serveErr
+}
+
+// Close shuts down the HTTP API (waiting up to 10s for requests in
+// flight), the broker, then the store. It may be called more than once.
+func (cp *ControlPlane) Close() error {
+	cp.closeOnce.Do(func() {
+		cp.mu.Lock()
+		cp.closed = true
+		cp.mu.Unlock()
+		var errs []error
+		if cp.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			if err := cp.http.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+				// Downloads still running resume with Range later.
+				cp.log.Warn("HTTP requests still running after "+shutdownTimeout.String()+"; cutting them", "component", "api")
+				cp.http.Close()
+			} else if err != nil {
+				errs = append(errs, fmt.Errorf("control plane: HTTP shutdown: %w", err))
+			}
+			cancel()
+		}
+		errs = append(errs, cp.closeParts())
+		cp.closeErr = errors.Join(errs...)
+		cp.log.Info("control plane stopped")
+	})
+	return cp.closeErr
+}
+
+// closeParts closes the broker, then the store: whatever New opened.
+func (cp *ControlPlane) closeParts() error {
+	var errs []error
+	if cp.embedded != nil {
+		if err := cp.embedded.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("control plane: close MQTT broker: %w", err))
+		}
+	}
+	if cp.external != nil {
+		if err := cp.external.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("control plane: disconnect from MQTT broker: %w", err))
+		}
+	}
+	if cp.store != nil {
+		if err := cp.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("control plane: close store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HTTPAddr returns the API's address: the one listened on after Start (with
+// the chosen port), the configured one before.
+func (cp *ControlPlane) HTTPAddr() string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.httpAddrLocked()
+}
+
+func (cp *ControlPlane) httpAddrLocked() string {
+	if cp.httpLn != nil {
+		return cp.httpLn.Addr().String()
+	}
+	return cp.cfg.HTTPAddr
+}
+
+// URL returns the API's base URL, http://{HTTPAddr}.
+func (cp *ControlPlane) URL() string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.urlLocked()
+}
+
+func (cp *ControlPlane) urlLocked() string { return "http://" + cp.httpAddrLocked() }
+
+// MQTTAddr returns the embedded broker's address (with the chosen port
+// after Start), or the external broker's URL without credentials.
+func (cp *ControlPlane) MQTTAddr() string {
+	if cp.embedded != nil {
+		return cp.embedded.Addr()
+	}
+	return redactURL(cp.cfg.BrokerURL)
+}
+
+// PublicBrokerURL returns the broker URL agents are told at enrollment.
+func (cp *ControlPlane) PublicBrokerURL() string { return cp.publicBrokerURL() }
+
+func (cp *ControlPlane) publicBrokerURL() string {
+	switch {
+	case cp.cfg.PublicBrokerURL != "":
+		return cp.cfg.PublicBrokerURL
+	case cp.embedded != nil:
+		return "tcp://" + cp.embedded.Addr()
+	}
+	return redactURL(cp.cfg.BrokerURL)
+}
+
+// TopicPrefix returns the MQTT topic prefix in use.
+func (cp *ControlPlane) TopicPrefix() string { return cp.scheme.Prefix }
+
+// PublicKeyPEM returns the signing public key: the trust root agents pin.
+func (cp *ControlPlane) PublicKeyPEM() []byte { return cp.signer.PublicKeyPEM() }
+
+// deviceAuth forwards the embedded broker's credential checks to the fleet,
+// which is created after the broker.
+type deviceAuth struct {
+	mu sync.RWMutex
+	a  broker.Authenticator
+}
+
+var _ broker.Authenticator = (*deviceAuth)(nil)
+
+func (d *deviceAuth) set(a broker.Authenticator) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.a = a
+}
+
+// Authenticate refuses everyone until the fleet is plugged in.
+func (d *deviceAuth) Authenticate(username, password string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.a != nil && d.a.Authenticate(username, password)
+}

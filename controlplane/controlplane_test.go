@@ -1,0 +1,468 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoalfleet/shoal/controlplane"
+	"github.com/shoalfleet/shoal/controlplane/controltest"
+	"github.com/shoalfleet/shoal/controlplane/internal/broker"
+	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
+	"github.com/shoalfleet/shoal/internal/topics"
+	"github.com/shoalfleet/shoal/internal/trust"
+	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
+)
+
+func testModel(t testing.TB, name string) []byte {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/yalue/onnxruntime_go").Output()
+	if err != nil {
+		t.Fatalf("locate onnxruntime_go module: %v", err)
+	}
+	data, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "test_data", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// enrollment is the answer of POST /v1/enroll.
+type enrollment struct {
+	DeviceID          string `json:"device_id"`
+	MQTTUsername      string `json:"mqtt_username"`
+	MQTTPassword      string `json:"mqtt_password"`
+	BrokerURL         string `json:"broker_url"`
+	TopicPrefix       string `json:"topic_prefix"`
+	TrustPublicKeyPEM string `json:"trust_public_key_pem"`
+}
+
+func enroll(t *testing.T, cp *controltest.Server, id string) enrollment {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"token": cp.Token(t), "device_id": id, "agent_version": "test"})
+	resp, err := http.Post(cp.URL()+"/v1/enroll", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("enroll %s: %d %s", id, resp.StatusCode, data)
+	}
+	var en enrollment
+	if err := json.Unmarshal(data, &en); err != nil {
+		t.Fatal(err)
+	}
+	return en
+}
+
+// device is an MQTT client standing in for an agent.
+type device struct {
+	t      *testing.T
+	en     enrollment
+	scheme topics.Scheme
+	cli    paho.Client
+	msgs   chan paho.Message
+}
+
+// connect connects as the enrolled device and subscribes to its desired
+// and ack topics.
+func connect(t *testing.T, en enrollment) *device {
+	t.Helper()
+	d := &device{t: t, en: en, scheme: topics.New(en.TopicPrefix), msgs: make(chan paho.Message, 64)}
+	opts := paho.NewClientOptions().AddBroker(en.BrokerURL).SetClientID(en.MQTTUsername).
+		SetUsername(en.MQTTUsername).SetPassword(en.MQTTPassword).SetCleanSession(true).SetAutoReconnect(false)
+	d.cli = paho.NewClient(opts)
+	if tok := d.cli.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("device %s: connect to %s: %v", en.DeviceID, en.BrokerURL, tok.Error())
+	}
+	t.Cleanup(func() { d.cli.Disconnect(0) })
+	for _, k := range []topics.Kind{topics.Desired, topics.Ack} {
+		tok := d.cli.Subscribe(d.scheme.Device(en.DeviceID, k), 1, func(_ paho.Client, m paho.Message) { d.msgs <- m })
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("device %s: subscribe: %v", en.DeviceID, tok.Error())
+		}
+	}
+	return d
+}
+
+// next waits for the next message on the device's topic of kind k,
+// skipping others.
+func (d *device) next(k topics.Kind) []byte {
+	d.t.Helper()
+	want := d.scheme.Device(d.en.DeviceID, k)
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case m := <-d.msgs:
+			if m.Topic() == want {
+				return m.Payload()
+			}
+		case <-deadline:
+			d.t.Fatalf("device %s: nothing on %s within 15s", d.en.DeviceID, want)
+		}
+	}
+}
+
+func (d *device) publish(k topics.Kind, m proto.Message, retained bool) {
+	d.t.Helper()
+	payload, err := proto.Marshal(m)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	tok := d.cli.Publish(d.scheme.Device(d.en.DeviceID, k), 1, retained, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		d.t.Fatalf("device %s: publish %s: %v", d.en.DeviceID, k, tok.Error())
+	}
+}
+
+// desired waits for a DesiredState and opens its one deployment with the
+// key pinned at enrollment.
+func (d *device) desired() (*shoalv1.DesiredState, *shoalv1.DeploymentManifest) {
+	d.t.Helper()
+	var ds shoalv1.DesiredState
+	if err := proto.Unmarshal(d.next(topics.Desired), &ds); err != nil {
+		d.t.Fatal(err)
+	}
+	if len(ds.GetDeployments()) != 1 {
+		d.t.Fatalf("desired state has %d deployments; want 1", len(ds.GetDeployments()))
+	}
+	v, err := trust.NewVerifier([]byte(d.en.TrustPublicKeyPEM))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	payload, err := v.OpenEnvelope(ds.GetDeployments()[0], trust.ManifestPayloadType)
+	if err != nil {
+		d.t.Fatalf("deployment does not verify with the pinned key: %v", err)
+	}
+	var m shoalv1.DeploymentManifest
+	if err := protojson.Unmarshal(payload, &m); err != nil {
+		d.t.Fatal(err)
+	}
+	return &ds, &m
+}
+
+// eventually polls cond until it holds or 15s pass: the control plane
+// ingests MQTT messages asynchronously and offers no event to wait on.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %s after 15s", what, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func fetch(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, data)
+	}
+	return data
+}
+
+// TestDeviceLoop walks one device through the loop over real HTTP and MQTT:
+// enroll, receive a signed desired state, fetch and verify the artifact,
+// report, send telemetry and get it acknowledged.
+func TestDeviceLoop(t *testing.T) {
+	cp := controltest.Start(t)
+	ctx := context.Background()
+
+	fi, err := os.Stat(filepath.Join(cp.DataDir, "signing-key.pem"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("signing key: %v, mode %v; want a 0600 file", err, fi.Mode())
+	}
+	if pub, err := cp.Client.PublicKey(ctx); err != nil || !bytes.Equal(pub, cp.PublicKeyPEM()) {
+		t.Fatalf("GET public key = %q, %v", pub, err)
+	}
+
+	en := enroll(t, cp, "dev-1")
+	if en.BrokerURL != "tcp://"+cp.MQTTAddr() || en.TopicPrefix != topics.DefaultPrefix || en.TrustPublicKeyPEM != string(cp.PublicKeyPEM()) {
+		t.Errorf("enrollment = %+v; want broker tcp://%s", en, cp.MQTTAddr())
+	}
+	dev := connect(t, en)
+
+	model := testModel(t, "example_dynamic_axes.onnx")
+	cp.PushModel(t, "summer", "1", model)
+	dr := cp.Deploy(t, "summer", "1")
+	if dr.ReleaseSequence != 1 || len(dr.Devices) != 1 || dr.Devices[0].ID != "dev-1" {
+		t.Fatalf("deploy = %+v", dr)
+	}
+	ds, m := dev.desired()
+	if ds.GetGeneration() != dr.Devices[0].Generation || m.GetModelName() != "summer" || m.GetReleaseSequence() != 1 {
+		t.Fatalf("desired state %v with manifest %v", ds, m)
+	}
+	blob := fetch(t, cp.URL()+m.GetArtifact().GetUrl())
+	sum := sha256.Sum256(blob)
+	if hex.EncodeToString(sum[:]) != m.GetArtifact().GetSha256() || !bytes.Equal(blob, model) {
+		t.Fatal("artifact digest differs from the manifest")
+	}
+	v, _ := trust.NewVerifier([]byte(en.TrustPublicKeyPEM))
+	if err := v.VerifyBlob(bytes.NewReader(blob), m.GetArtifact().GetSignature()); err != nil {
+		t.Fatalf("artifact signature: %v", err)
+	}
+
+	dev.publish(topics.Status, &shoalv1.DeviceStatus{SchemaVersion: 1, DeviceId: "dev-1", Online: true, AgentVersion: "test"}, true)
+	ref := &shoalv1.ModelRef{Name: "summer", Version: "1", Sha256: m.GetArtifact().GetSha256(), ReleaseSequence: 1}
+	dev.publish(topics.Reported, &shoalv1.ReportedState{
+		SchemaVersion: 1, DeviceId: "dev-1", AppliedGeneration: ds.GetGeneration(), Phase: shoalv1.Phase_PHASE_ACTIVE,
+		Models: []*shoalv1.ModelStatus{{Name: "summer", Active: ref, Desired: ref, Phase: shoalv1.Phase_PHASE_ACTIVE}},
+	}, true)
+	eventually(t, "device reported active", func() (bool, string) {
+		devs, err := cp.Client.Devices(ctx)
+		if err != nil || len(devs) != 1 {
+			return false, fmt.Sprintf("%v %v", devs, err)
+		}
+		d := devs[0]
+		ok := d.Online && d.Phase == "active" && d.AppliedGeneration == ds.GetGeneration() &&
+			len(d.Models) == 1 && d.Models[0].ActiveVersion == "1"
+		return ok, fmt.Sprintf("%+v", d)
+	})
+
+	dev.publish(topics.Telemetry, &shoalv1.TelemetryBatch{SchemaVersion: 1, DeviceId: "dev-1", FirstSeq: 1, LastSeq: 2,
+		Records: []*shoalv1.TelemetryRecord{
+			{Seq: 1, ModelName: "summer", ModelVersion: "1", Predictions: 7},
+			{Seq: 2, ModelName: "summer", ModelVersion: "1", Predictions: 3, Errors: 1},
+		}}, false)
+	var ack shoalv1.Ack
+	if err := proto.Unmarshal(dev.next(topics.Ack), &ack); err != nil {
+		t.Fatal(err)
+	}
+	if ack.GetDeviceId() != "dev-1" || ack.GetLastSeq() != 2 {
+		t.Errorf("ack = %v; want up to seq 2", &ack)
+	}
+	// The ack says the records are stored, so the summary has them now.
+	s, err := cp.Client.Telemetry(ctx, "dev-1")
+	if err != nil || s.Total.Predictions != 10 || s.Total.Errors != 1 {
+		t.Errorf("telemetry = %+v, %v; want 10 predictions and 1 error", s, err)
+	}
+}
+
+// TestRestartKeepsState restarts the control plane on its data: models,
+// devices, release sequences and each device's desired state survive, and
+// a device that connects after the restart gets its desired state again.
+func TestRestartKeepsState(t *testing.T) {
+	cp := controltest.Start(t)
+	ctx := context.Background()
+	en := enroll(t, cp, "dev-1")
+	mv := cp.PushModel(t, "summer", "1", testModel(t, "example_dynamic_axes.onnx"))
+	first := cp.Deploy(t, "summer", "1")
+	key := cp.PublicKeyPEM()
+
+	cp = cp.Restart(t)
+	if !bytes.Equal(cp.PublicKeyPEM(), key) {
+		t.Error("the signing key changed across the restart")
+	}
+	got, err := cp.Client.ModelVersion(ctx, "summer", "1")
+	if err != nil || got.SHA256 != mv.SHA256 || got.Signature != mv.Signature {
+		t.Fatalf("model after restart = %+v, %v", got, err)
+	}
+	dev := connect(t, en) // the old credentials and broker URL still work
+	ds, m := dev.desired()
+	if ds.GetGeneration() != first.Devices[0].Generation || m.GetReleaseSequence() != 1 {
+		t.Errorf("desired state after restart = generation %d release %d; want %d and 1", ds.GetGeneration(), m.GetReleaseSequence(), first.Devices[0].Generation)
+	}
+	second := cp.Deploy(t, "summer", "1")
+	if second.ReleaseSequence != 2 || second.Devices[0].Generation != first.Devices[0].Generation+1 {
+		t.Errorf("deploy after restart = %+v; want release 2, generation %d", second, first.Devices[0].Generation+1)
+	}
+}
+
+// TestRunShutsDownWhenCancelled: Run serves until its context ends, then
+// closes everything, releasing the store.
+func TestRunShutsDownWhenCancelled(t *testing.T) {
+	dir := t.TempDir()
+	var logs lockedBuffer
+	cp, err := controlplane.New(controlplane.Config{
+		DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	fetch(t, cp.URL()+"/api/v1/trust/public-key")
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v; want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of its context ending")
+	}
+	if _, err := http.Get(cp.URL() + "/api/v1/trust/public-key"); err == nil {
+		t.Error("the API still answers after Run returned")
+	}
+	if err := cp.Close(); err != nil {
+		t.Errorf("Close after Run = %v", err)
+	}
+	st, err := badgerstore.Open(filepath.Join(dir, "store"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("store still held after shutdown: %v", err)
+	}
+	st.Close()
+	for _, want := range []string{"store opened", "signing key loaded", "registry ready", "MQTT broker listening", "HTTP API listening", "control plane stopped"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// TestExternalBroker runs the control plane on another MQTT broker (a
+// Shoal broker with a service credential) instead of the embedded one.
+func TestExternalBroker(t *testing.T) {
+	ext, err := broker.NewEmbedded(broker.EmbeddedConfig{
+		Addr:    "127.0.0.1:0",
+		Scheme:  topics.New(""),
+		Auth:    denyAll{},
+		Service: &broker.Credential{Username: "-shoal", Password: "s3cret"},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ext.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ext.Close() })
+	desired := make(chan []byte, 4)
+	if err := ext.Subscribe(topics.New("").Device("dev-1", topics.Desired), func(_ string, p []byte) { desired <- bytes.Clone(p) }); err != nil {
+		t.Fatal(err)
+	}
+
+	cp := controltest.Start(t, controltest.WithBrokerURL("tcp://-shoal:s3cret@"+ext.Addr()))
+	if cp.MQTTAddr() != "tcp://"+ext.Addr() || strings.Contains(cp.PublicBrokerURL(), "s3cret") {
+		t.Errorf("MQTTAddr = %q, PublicBrokerURL = %q; want the broker without credentials", cp.MQTTAddr(), cp.PublicBrokerURL())
+	}
+	en := enroll(t, cp, "dev-1")
+	if en.BrokerURL != "tcp://"+ext.Addr() {
+		t.Errorf("agents are told broker %q; want tcp://%s", en.BrokerURL, ext.Addr())
+	}
+	cp.PushModel(t, "summer", "1", testModel(t, "example_dynamic_axes.onnx"))
+	cp.Deploy(t, "summer", "1")
+	select {
+	case p := <-desired:
+		var ds shoalv1.DesiredState
+		if err := proto.Unmarshal(p, &ds); err != nil || len(ds.GetDeployments()) != 1 {
+			t.Errorf("desired state on the external broker = %v, %v", &ds, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no desired state on the external broker within 15s")
+	}
+
+	// A reported state published on the external broker reaches the fleet.
+	rs, _ := proto.Marshal(&shoalv1.ReportedState{SchemaVersion: 1, DeviceId: "dev-1", Phase: shoalv1.Phase_PHASE_IDLE})
+	if err := ext.Publish(topics.New("").Device("dev-1", topics.Reported), rs, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "report through the external broker", func() (bool, string) {
+		devs, err := cp.Client.Devices(context.Background())
+		if err != nil || len(devs) != 1 {
+			return false, fmt.Sprint(devs, err)
+		}
+		return devs[0].Phase == "idle", devs[0].Phase
+	})
+}
+
+type denyAll struct{}
+
+func (denyAll) Authenticate(string, string) bool { return false }
+
+// TestPublicBrokerURLAndPrefix: agents are told the configured public
+// broker URL and topic prefix, and the control plane uses that prefix.
+func TestPublicBrokerURLAndPrefix(t *testing.T) {
+	cp := controltest.Start(t, controltest.WithTopicPrefix("acme/shoal"), controltest.WithPublicBrokerURL("tcp://mqtt.acme.example:1883"))
+	en := enroll(t, cp, "dev-1")
+	if en.BrokerURL != "tcp://mqtt.acme.example:1883" || en.TopicPrefix != "acme/shoal" {
+		t.Fatalf("enrollment = %+v", en)
+	}
+	en.BrokerURL = "tcp://" + cp.MQTTAddr() // where this test can reach it
+	dev := connect(t, en)
+	cp.PushModel(t, "summer", "1", testModel(t, "example_dynamic_axes.onnx"))
+	cp.Deploy(t, "summer", "1")
+	if _, m := dev.desired(); m.GetModelName() != "summer" {
+		t.Errorf("manifest = %v", m)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  controlplane.Config
+		want string
+	}{
+		{controlplane.Config{}, "data directory"},
+		{controlplane.Config{DataDir: t.TempDir(), PublicBrokerURL: "broker:1883"}, "scheme://host:port"},
+		{controlplane.Config{DataDir: t.TempDir(), PublicBrokerURL: "tcp://u:p@broker:1883"}, "credentials"},
+		{controlplane.Config{DataDir: t.TempDir(), BrokerURL: "ftp://broker"}, "ftp"},
+	} {
+		_, err := controlplane.New(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v; want an error mentioning %q", tc.cfg, err, tc.want)
+		}
+	}
+	// The address is taken: Start fails and says which.
+	cp := controltest.Start(t)
+	other, err := controlplane.New(controlplane.Config{DataDir: t.TempDir(), HTTPAddr: cp.HTTPAddr(), MQTTAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Start(); err == nil || !strings.Contains(err.Error(), cp.HTTPAddr()) {
+		t.Errorf("Start on a taken address = %v; want an error naming %s", err, cp.HTTPAddr())
+	}
+	if err := other.Start(); err == nil {
+		t.Error("a second Start succeeded")
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

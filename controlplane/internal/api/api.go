@@ -1,0 +1,109 @@
+// Package api is the control plane's HTTP API (docs/API.md) on gin: the
+// routes, request decoding, and the one place where shoalerr codes become
+// HTTP statuses. The domain packages it serves are reached through the
+// small interfaces below, which registry, fleet and monitor satisfy.
+package api
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
+	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
+	"github.com/shoalfleet/shoal/controlplane/internal/registry"
+	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
+)
+
+// Registry stores model versions and issues manifests. Errors carry
+// shoalerr codes: Invalid, NotFound, Conflict, TooLarge.
+type Registry interface {
+	Push(ctx context.Context, name, version string, r io.Reader) (registry.ModelVersion, bool, error)
+	List(ctx context.Context) ([]registry.Model, error)
+	Versions(ctx context.Context, name string) ([]registry.ModelVersion, error)
+	Get(ctx context.Context, name, version string) (registry.ModelVersion, error)
+	Signature(ctx context.Context, name, version string) (string, error)
+	OpenArtifact(sha256 string) (*os.File, error)
+	Manifest(ctx context.Context, name, version string, opts registry.ManifestOptions) ([]byte, *shoalv1.DeploymentManifest, error)
+}
+
+// Fleet enrolls devices and holds their desired state. Errors carry
+// shoalerr codes: Invalid, NotFound, Unauthorized, Conflict.
+type Fleet interface {
+	CreateToken(ctx context.Context, ttl time.Duration) (fleet.Token, error)
+	Enroll(ctx context.Context, req fleet.EnrollRequest) (fleet.Credentials, error)
+	List(ctx context.Context) ([]fleet.Device, error)
+	Get(ctx context.Context, id string) (fleet.Device, error)
+	SetDesired(ctx context.Context, model string, envelope []byte, deviceIDs []string) ([]fleet.DesiredResult, error)
+}
+
+// Monitor summarises stored telemetry. Errors: Invalid, NotFound.
+type Monitor interface {
+	Summary(ctx context.Context, deviceID string) (monitor.Summary, error)
+}
+
+var (
+	_ Registry = (*registry.Registry)(nil)
+	_ Fleet    = (*fleet.Service)(nil)
+	_ Monitor  = (*monitor.Monitor)(nil)
+)
+
+// Deps is what the API serves.
+type Deps struct {
+	Registry Registry
+	Fleet    Fleet
+	Monitor  Monitor
+	// PublicKeyPEM is the trust root agents pin at enrollment.
+	PublicKeyPEM []byte
+	// TopicPrefix is the MQTT topic prefix agents are told at enrollment.
+	TopicPrefix string
+	// BrokerURL returns the MQTT URL agents are told at enrollment. It is a
+	// function because the broker's port may be chosen only when it starts.
+	BrokerURL func() string
+}
+
+// maxJSONBody bounds a JSON request body.
+const maxJSONBody = 1 << 20
+
+type server struct {
+	Deps
+	log *slog.Logger
+}
+
+// New returns the API's HTTP handler.
+func New(deps Deps, log *slog.Logger) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	s := &server{Deps: deps, log: log}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.Use(s.logRequests, gin.CustomRecoveryWithWriter(nil, s.recovered))
+	r.NoRoute(s.noRoute)
+	r.NoMethod(s.noMethod)
+
+	r.GET("/api/v1/trust/public-key", s.publicKey)
+
+	r.GET("/api/v1/models", s.listModels)
+	r.GET("/api/v1/models/:name", s.getModel)
+	r.PUT("/api/v1/models/:name/versions/:version", s.pushModel)
+	r.GET("/api/v1/models/:name/versions/:version", s.getVersion)
+	r.GET("/api/v1/models/:name/versions/:version/signature", s.getSignature)
+	r.GET("/api/v1/models/:name/versions/:version/artifact", s.getVersionArtifact)
+	r.HEAD("/api/v1/models/:name/versions/:version/artifact", s.getVersionArtifact)
+	r.GET("/v1/artifacts/:sha256", s.getArtifact)
+	r.HEAD("/v1/artifacts/:sha256", s.getArtifact)
+
+	r.POST("/api/v1/deployments", s.deploy)
+
+	r.POST("/api/v1/tokens", s.createToken)
+	r.POST("/v1/enroll", s.enroll)
+	r.GET("/api/v1/devices", s.listDevices)
+	r.GET("/api/v1/devices/:id", s.getDevice)
+
+	r.GET("/api/v1/telemetry", s.telemetry)
+	return r
+}

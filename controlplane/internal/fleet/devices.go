@@ -1,0 +1,172 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/topics"
+	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
+)
+
+// Device is a device as the API shows it (docs/API.md).
+type Device struct {
+	ID           string     `json:"id"`
+	Online       bool       `json:"online"`
+	LastSeen     *time.Time `json:"last_seen"` // null until the device first reports
+	EnrolledAt   time.Time  `json:"enrolled_at"`
+	AgentVersion string     `json:"agent_version"`
+	Profile      string     `json:"profile"`
+	// Phase is PhaseName of the device's reported phase; "unknown" before
+	// its first report.
+	Phase             string       `json:"phase"`
+	Error             string       `json:"error"`
+	DesiredGeneration uint64       `json:"desired_generation"`
+	AppliedGeneration uint64       `json:"applied_generation"`
+	Models            []ModelState `json:"models"`
+}
+
+// ModelState is one model slot of a device: what the control plane wants
+// (DesiredVersion) and what the device reports.
+type ModelState struct {
+	Name            string `json:"name"`
+	ActiveVersion   string `json:"active_version"`
+	PreviousVersion string `json:"previous_version"`
+	DesiredVersion  string `json:"desired_version"`
+	Phase           string `json:"phase"`
+	Error           string `json:"error"`
+}
+
+// PhaseName is the API's name of a phase: the lower-case enum name without
+// its PHASE_ prefix ("self_test"), or "unknown" for PHASE_UNSPECIFIED and
+// values this build does not know.
+func PhaseName(p shoalv1.Phase) string {
+	if _, ok := shoalv1.Phase_name[int32(p)]; !ok || p == shoalv1.Phase_PHASE_UNSPECIFIED {
+		return "unknown"
+	}
+	return strings.ToLower(strings.TrimPrefix(p.String(), "PHASE_"))
+}
+
+// List returns every enrolled device, by id.
+func (s *Service) List(ctx context.Context) ([]Device, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Device
+	err := s.st.View(func(tx store.Tx) error {
+		return tx.Scan([]byte(devicePrefix), func(k, v []byte) error {
+			var rec deviceRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode %s: %w", k, err)
+			}
+			var st stateRecord
+			if _, err := getJSON(tx, stateKey(rec.ID), &st); err != nil {
+				return err
+			}
+			out = append(out, s.view(rec, st))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, shoalerr.Wrap(err, shoalerr.Internal, "fleet.List", "read devices")
+	}
+	return out, nil
+}
+
+// Get returns one device. Errors: NotFound.
+func (s *Service) Get(ctx context.Context, id string) (Device, error) {
+	const op = "fleet.Get"
+	if err := ctx.Err(); err != nil {
+		return Device{}, err
+	}
+	if topics.ValidateDeviceID(id) != nil {
+		return Device{}, shoalerr.E(shoalerr.NotFound, op, "device %q is not enrolled (and is not a valid device id)", id)
+	}
+	var rec deviceRecord
+	var st stateRecord
+	var found bool
+	err := s.st.View(func(tx store.Tx) error {
+		var err error
+		if found, err = getJSON(tx, deviceKey(id), &rec); err != nil || !found {
+			return err
+		}
+		_, err = getJSON(tx, stateKey(id), &st)
+		return err
+	})
+	if err != nil {
+		return Device{}, shoalerr.Wrap(err, shoalerr.Internal, op, "read device %q", id)
+	}
+	if !found {
+		return Device{}, shoalerr.E(shoalerr.NotFound, op, "device %q is not enrolled", id)
+	}
+	return s.view(rec, st), nil
+}
+
+// view merges what the control plane wants of a device with what the
+// device last reported.
+func (s *Service) view(rec deviceRecord, st stateRecord) Device {
+	d := Device{
+		ID:                rec.ID,
+		Online:            st.Online,
+		EnrolledAt:        rec.EnrolledAt,
+		AgentVersion:      rec.AgentVersion,
+		Profile:           rec.Profile,
+		Phase:             "unknown",
+		DesiredGeneration: rec.Generation,
+		Models:            []ModelState{},
+	}
+	if !st.LastSeen.IsZero() {
+		t := st.LastSeen
+		d.LastSeen = &t
+	}
+	var status shoalv1.DeviceStatus
+	if len(st.Status) > 0 && proto.Unmarshal(st.Status, &status) == nil && status.GetAgentVersion() != "" {
+		d.AgentVersion = status.GetAgentVersion()
+	}
+	models := map[string]*ModelState{}
+	slot := func(name string) *ModelState {
+		m := models[name]
+		if m == nil {
+			m = &ModelState{Name: name, Phase: "unknown"}
+			models[name] = m
+		}
+		return m
+	}
+	for name, dm := range rec.Desired {
+		slot(name).DesiredVersion = dm.Version
+	}
+	var rep shoalv1.ReportedState
+	if len(st.Reported) > 0 && proto.Unmarshal(st.Reported, &rep) == nil {
+		d.Phase = PhaseName(rep.GetPhase())
+		d.Error = rep.GetError()
+		d.AppliedGeneration = rep.GetAppliedGeneration()
+		if v := rep.GetAgentVersion(); v != "" {
+			d.AgentVersion = v
+		}
+		if p := rep.GetProfile(); p != "" {
+			d.Profile = p
+		}
+		for _, ms := range rep.GetModels() {
+			if ms.GetName() == "" {
+				continue
+			}
+			m := slot(ms.GetName())
+			m.ActiveVersion = ms.GetActive().GetVersion()
+			m.PreviousVersion = ms.GetPrevious().GetVersion()
+			m.Phase = PhaseName(ms.GetPhase())
+			m.Error = ms.GetError()
+		}
+	}
+	for _, m := range models {
+		d.Models = append(d.Models, *m)
+	}
+	sort.Slice(d.Models, func(i, j int) bool { return d.Models[i].Name < d.Models[j].Name })
+	return d
+}

@@ -1,0 +1,71 @@
+package fleet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/store"
+)
+
+// tokenRecord is a stored enrollment token (the token itself is not kept).
+type tokenRecord struct {
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	UsedAt    *time.Time `json:"used_at,omitempty"`
+	UsedBy    string     `json:"used_by,omitempty"`
+}
+
+// deviceRecord is an enrolled device and its desired state.
+type deviceRecord struct {
+	ID             string    `json:"id"`
+	EnrolledAt     time.Time `json:"enrolled_at"`
+	PasswordSHA256 []byte    `json:"password_sha256"`
+	AgentVersion   string    `json:"agent_version,omitempty"` // as given at enrollment
+	Profile        string    `json:"profile,omitempty"`       // as given at enrollment
+	// Generation counts changes to the desired state; 0 = none yet.
+	Generation     uint64                  `json:"generation"`
+	IssuedAtUnixMs int64                   `json:"issued_at_unix_ms,omitempty"`
+	Desired        map[string]desiredModel `json:"desired,omitempty"` // by model name
+}
+
+// desiredModel is one model the device should run.
+type desiredModel struct {
+	Version        string `json:"version"`
+	EnvelopeSHA256 string `json:"envelope_sha256"` // key of the envelope under envelopePrefix
+}
+
+// stateRecord is what the device last told us.
+type stateRecord struct {
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Reported []byte    `json:"reported,omitempty"` // ReportedState protobuf, as received
+	Status   []byte    `json:"status,omitempty"`   // DeviceStatus protobuf, as received
+}
+
+// getJSON reads key into v; found is false if the key is missing.
+func getJSON(tx store.Tx, key []byte, v any) (found bool, err error) {
+	b, err := tx.Get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", key, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(tx store.Tx, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	if err := tx.Set(key, b); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
+}

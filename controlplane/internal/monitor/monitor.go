@@ -1,0 +1,70 @@
+// Package monitor ingests device telemetry: it stores every record once,
+// keyed by (device, sequence number), keeps per-device counters, and
+// acknowledges each batch to the agent only after the store has committed
+// it, so the agent may then delete it from its outbox (DESIGN §3: delivery
+// is end-to-end, not the broker's PUBACK).
+//
+// Keys, in a store.Store under the "monitor/" prefix:
+//
+//	monitor/rec/{device}/{seq, 16 hex digits}     TelemetryRecord (protobuf)
+//	monitor/dev/{device}                          deviceCounters (JSON)
+//	monitor/drop/{device}/{first}-{last}          a drop range already counted
+package monitor
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/topics"
+)
+
+// Publisher sends MQTT messages (QoS 1). broker.Bus satisfies it.
+type Publisher interface {
+	Publish(topic string, payload []byte, retained bool) error
+}
+
+// Monitor is the telemetry ingest. Its methods are safe for concurrent use.
+type Monitor struct {
+	st     store.Store
+	bus    Publisher
+	scheme topics.Scheme
+	log    *slog.Logger
+	now    func() time.Time
+	lim    *logLimiter
+	stats  counters
+}
+
+// New returns a Monitor over st that acknowledges on bus. now may be nil
+// (time.Now).
+func New(st store.Store, bus Publisher, scheme topics.Scheme, log *slog.Logger, now func() time.Time) *Monitor {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Monitor{
+		st:     st,
+		bus:    bus,
+		scheme: topics.New(scheme.Prefix),
+		log:    log,
+		now:    now,
+		lim:    newLogLimiter(time.Minute, 4096, now),
+	}
+}
+
+// storeAttempts is how often a transaction is retried on a write conflict.
+const storeAttempts = 5
+
+// logLimited logs a warning for (reason, device) at most once per interval.
+func (m *Monitor) logLimited(reason, device, msg string, args ...any) {
+	ok, n := m.lim.allow(reason + "\x00" + device)
+	if !ok {
+		return
+	}
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	m.log.Warn(msg, args...)
+}

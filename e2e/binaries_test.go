@@ -1,0 +1,309 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoalfleet/shoal/internal/trust"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds bin/shoal and bin/shoal-agent once per test run (with
+// -race when the tests run with it) and returns their directory.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "shoal-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Dir(filepath.Dir(file))
+		for name, pkg := range map[string]string{"shoal": "./controlplane/cmd/shoal", "shoal-agent": "./agent/cmd/shoal-agent"} {
+			args := []string{"build", "-o", filepath.Join(binDir, name)}
+			if raceEnabled {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command("go", append(args, pkg)...)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a running binary whose output goes to a log file.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func start(t *testing.T, dir, name string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := strings.Fields(name)[0]
+	cmd := exec.Command(filepath.Join(binaries(t), bin), args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("%s exited with %v; log:\n%s", p.name, err, p.tail())
+		}
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop within 20s of SIGTERM; log:\n%s", p.name, p.tail())
+	}
+}
+
+func (p *proc) tail() string {
+	data, _ := os.ReadFile(p.log)
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return string(data)
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func shoal(t *testing.T, server string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binaries(t), "shoal"), append([]string{"--server", server}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func httpGet(url string) ([]byte, int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return data, resp.StatusCode, err
+}
+
+func ortModel(t *testing.T, name string) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/yalue/onnxruntime_go").Output()
+	if err != nil {
+		t.Fatalf("locate onnxruntime_go module: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "test_data", name)
+}
+
+const sumBody = `{"inputs":[{"name":"input_vectors","shape":[2,10],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]}]}`
+
+func inferSums(api string) ([]float64, error) {
+	resp, err := http.Post(api+"/v2/models/summer/infer", "application/json", strings.NewReader(sumBody))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("%s: %s", resp.Status, data)
+	}
+	var r struct {
+		Outputs []struct {
+			Name string    `json:"name"`
+			Data []float64 `json:"data"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	if len(r.Outputs) != 1 || r.Outputs[0].Name != "output_scalars" {
+		return nil, fmt.Errorf("outputs = %s", data)
+	}
+	return r.Outputs[0].Data, nil
+}
+
+// TestBinariesSpine runs the real binaries as a new user would: serve,
+// enroll two agents, refuse a non-ONNX push, push a PyTorch-exported model,
+// deploy, predict on both agents; then restart one agent with the control
+// plane down and no token: it serves its model from disk at once.
+func TestBinariesSpine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	dir := t.TempDir()
+	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
+	server := "http://" + httpAddr
+	cp := start(t, dir, "shoal serve", "serve", "--data-dir", filepath.Join(dir, "cp"), "--http-addr", httpAddr, "--mqtt-addr", mqttAddr)
+	var pubPEM []byte
+	eventually(t, 30*time.Second, "control plane serving", func() error {
+		data, code, err := httpGet(server + "/api/v1/trust/public-key")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d", code)
+		}
+		pubPEM = data
+		return err
+	})
+
+	agents := map[string]string{}
+	var agentProcs []*proc
+	for _, id := range []string{"bin-a", "bin-b"} {
+		out, err := shoal(t, server, "token", "create", "--json")
+		if err != nil {
+			t.Fatalf("token create: %v\n%s", err, out)
+		}
+		var tok struct{ Token string }
+		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
+			t.Fatalf("token create --json = %q (%v)", out, err)
+		}
+		api := freeAddr(t)
+		p := start(t, dir, "shoal-agent "+id, "run", "--data-dir", filepath.Join(dir, id), "--server", server,
+			"--broker", "tcp://"+mqttAddr, "--device-id", id, "--enroll-token", tok.Token, "--api-addr", api)
+		agentProcs = append(agentProcs, p)
+		agents[id] = "http://" + api
+		eventually(t, 30*time.Second, id+" live", func() error {
+			_, code, err := httpGet(agents[id] + "/v2/health/live")
+			if err == nil && code != 200 {
+				err = fmt.Errorf("status %d", code)
+			}
+			return err
+		})
+	}
+
+	junk := filepath.Join(dir, "junk.onnx")
+	os.WriteFile(junk, []byte("junk\n"), 0o644)
+	if out, err := shoal(t, server, "model", "push", "--name", "junk", "--version", "1", junk); err == nil || !strings.Contains(out, "ONNX") {
+		t.Fatalf("non-ONNX push: err=%v out=%q; want a refusal that says why", err, out)
+	}
+
+	model := ortModel(t, "example_dynamic_axes.onnx")
+	if out, err := shoal(t, server, "model", "push", "--name", "summer", "--version", "1", model); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	if out, err := shoal(t, server, "deploy", "--model", "summer", "--version", "1"); err != nil {
+		t.Fatalf("deploy: %v\n%s", err, out)
+	}
+	for id, api := range agents {
+		eventually(t, 60*time.Second, id+" serving summer", func() error {
+			got, err := inferSums(api)
+			if err != nil {
+				return err
+			}
+			if len(got) != 2 || got[0] != 55 || got[1] != 155 {
+				t.Fatalf("%s: outputs %v; want [55 155]", id, got)
+			}
+			return nil
+		})
+	}
+	out, err := shoal(t, server, "devices", "--json")
+	if err != nil || !strings.Contains(out, "bin-a") || !strings.Contains(out, "bin-b") {
+		t.Fatalf("devices --json: %v\n%s", err, out)
+	}
+	if out, err := shoal(t, server, "devices"); err != nil || !strings.Contains(out, "summer 1") {
+		t.Fatalf("devices table: %v\n%s", err, out)
+	}
+
+	// The signature the CLI hands out verifies the artifact with the public key.
+	sigFile := filepath.Join(dir, "summer.sig")
+	if out, err := shoal(t, server, "model", "signature", "summer", "1", "-o", sigFile); err != nil {
+		t.Fatalf("model signature: %v\n%s", err, out)
+	}
+	sig, _ := os.ReadFile(sigFile)
+	v, err := trust.NewVerifier(pubPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(model)
+	defer f.Close()
+	if err := v.VerifyBlob(f, string(sig)); err != nil {
+		t.Fatalf("signature from `shoal model signature` does not verify: %v", err)
+	}
+
+	// Offline restart: stop everything, start agent a again with no token
+	// and no control plane or broker: it serves from disk.
+	agentProcs[0].stop(t)
+	cp.stop(t)
+	api := freeAddr(t)
+	start(t, dir, "shoal-agent bin-a-restart", "run", "--data-dir", filepath.Join(dir, "bin-a"), "--server", server,
+		"--broker", "tcp://"+mqttAddr, "--device-id", "bin-a", "--api-addr", api)
+	eventually(t, 30*time.Second, "restarted agent serving offline", func() error {
+		got, err := inferSums("http://" + api)
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || got[0] != 55 {
+			return fmt.Errorf("outputs %v", got)
+		}
+		return nil
+	})
+	_ = context.Background
+}
