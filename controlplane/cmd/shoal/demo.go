@@ -157,7 +157,7 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 		}
 		a, err := agent.New(agent.Config{
 			DataDir:         filepath.Join(dir, "agents", id),
-			Server:          cp.URL(),
+			ServerURL:       cp.URL(),
 			DeviceID:        id,
 			EnrollToken:     agent.Secret(tok.Token),
 			APIAddr:         "127.0.0.1:0",
@@ -169,17 +169,10 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 		if err != nil {
 			return fmt.Errorf("start agent %s: %w", id, err)
 		}
-		da := &demoAgent{id: id, a: a}
+		da := &demoAgent{id: id, a: a, api: "http://" + a.APIAddr()}
 		agents = append(agents, da)
 		wg.Add(1)
 		go func() { defer wg.Done(); a.Run(runCtx) }()
-	}
-	for _, a := range agents {
-		addr, err := a.a.WaitAPI(ctx)
-		if err != nil {
-			return fmt.Errorf("agent %s: %w", a.id, err)
-		}
-		a.api = "http://" + addr
 	}
 	if err := waitFor(ctx, 30*time.Second, func() (bool, string) {
 		devs, err := c.Devices(ctx)
