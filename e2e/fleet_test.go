@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/controlplane/client"
+	"github.com/shoalfleet/shoal/controlplane/controltest"
+	"github.com/shoalfleet/shoal/internal/onnxbuild"
+	"github.com/shoalfleet/shoal/internal/onnxrt"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// fleetAgent is an agent running in this process.
+type fleetAgent struct {
+	id      string
+	dir     string
+	a       *agent.Agent
+	api     string
+	stop    context.CancelFunc
+	done    chan error
+	mu      sync.Mutex
+	made    int // predictions made through its API
+	stopped bool
+}
+
+func startAgent(t *testing.T, cp *controltest.Server, id string, mutate ...func(*agent.Config)) *fleetAgent {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := agent.Config{
+		DataDir:         dir,
+		ServerURL:       cp.URL(),
+		DeviceID:        id,
+		EnrollToken:     agent.Secret(cp.Token(t)),
+		APIAddr:         "127.0.0.1:0",
+		TelemetryWindow: 50 * time.Millisecond,
+		IntraOpThreads:  1,
+		Logger:          testLogger(t),
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	return runAgentCfg(t, id, cfg)
+}
+
+func runAgentCfg(t *testing.T, id string, cfg agent.Config) *fleetAgent {
+	t.Helper()
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatalf("agent %s: %v", id, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fa := &fleetAgent{id: id, dir: cfg.DataDir, a: a, api: "http://" + a.APIAddr(), stop: cancel, done: make(chan error, 1)}
+	go func() { fa.done <- a.Run(ctx) }()
+	t.Cleanup(func() { fa.shutdown(t) })
+	return fa
+}
+
+func (fa *fleetAgent) shutdown(t *testing.T) {
+	fa.mu.Lock()
+	if fa.stopped {
+		fa.mu.Unlock()
+		return
+	}
+	fa.stopped = true
+	fa.mu.Unlock()
+	fa.stop()
+	select {
+	case err := <-fa.done:
+		if err != nil && err != context.Canceled {
+			t.Errorf("agent %s: Run: %v", fa.id, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("agent %s did not stop", fa.id)
+	}
+	fa.a.Close()
+}
+
+type inferOut struct {
+	ModelName    string `json:"model_name"`
+	ModelVersion string `json:"model_version"`
+	Outputs      []struct {
+		Name     string          `json:"name"`
+		Datatype string          `json:"datatype"`
+		Shape    []int64         `json:"shape"`
+		Data     json.RawMessage `json:"data"`
+	} `json:"outputs"`
+}
+
+// infer posts an Open Inference Protocol request with one FP32 input.
+func (fa *fleetAgent) infer(model, input string, shape []int64, x []float32) (*inferOut, int, string, error) {
+	body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": input, "shape": shape, "datatype": "FP32", "data": x}}})
+	resp, err := http.Post(fa.api+"/v2/models/"+model+"/infer", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, "", err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return nil, resp.StatusCode, string(data), nil
+	}
+	fa.mu.Lock()
+	fa.made++
+	fa.mu.Unlock()
+	var out inferOut
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, resp.StatusCode, string(data), err
+	}
+	return &out, resp.StatusCode, string(data), nil
+}
+
+func waitDevices(t *testing.T, c *client.Client, what string, cond func([]client.Device) error) {
+	t.Helper()
+	eventually(t, 60*time.Second, what, func() error {
+		devs, err := c.Devices(context.Background())
+		if err != nil {
+			return err
+		}
+		return cond(devs)
+	})
+}
+
+func allActive(n int, model, version string) func([]client.Device) error {
+	return func(devs []client.Device) error {
+		active := 0
+		var states []string
+		for _, d := range devs {
+			for _, m := range d.Models {
+				if m.Name == model && m.ActiveVersion == version && m.Phase == "active" {
+					active++
+				}
+				states = append(states, fmt.Sprintf("%s:%s/%s/%s %s", d.ID, m.ActiveVersion, m.DesiredVersion, m.Phase, m.Error))
+			}
+		}
+		if active != n {
+			return fmt.Errorf("%d/%d active on %s %s: %v", active, n, model, version, states)
+		}
+		return nil
+	}
+}
+
+func classifier(t *testing.T, seed uint64) []byte {
+	t.Helper()
+	data, err := onnxbuild.MLP(onnxbuild.MLPSpec{Name: "clf", Input: "sensor values", Layers: onnxbuild.RandomLayers(seed, 4, 8, 3), Classifier: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// checkPredictions makes n predictions on fa and checks each against a
+// direct ONNX Runtime run of the same model bytes on the same input.
+func checkPredictions(t *testing.T, fa *fleetAgent, ref *onnxrt.Session, version string, n int, r *rand.Rand) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		x := []float32{float32(r.NormFloat64()), float32(r.NormFloat64()), float32(r.NormFloat64()), float32(r.NormFloat64())}
+		out, code, body, err := fa.infer("clf", "sensor values", []int64{1, 4}, x)
+		if err != nil || code != 200 {
+			t.Fatalf("%s infer: %d %s %v", fa.id, code, body, err)
+		}
+		if out.ModelVersion != version {
+			t.Fatalf("%s served version %q; want %q", fa.id, out.ModelVersion, version)
+		}
+		want, err := ref.Run([]onnxrt.Tensor{{Name: "sensor values", DataType: onnxrt.FP32, Shape: []int64{1, 4}, Data: x}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			found := false
+			for _, o := range out.Outputs {
+				if o.Name != w.Name {
+					continue
+				}
+				found = true
+				switch wd := w.Data.(type) {
+				case []float32:
+					var got []float64
+					json.Unmarshal(o.Data, &got)
+					if len(got) != len(wd) {
+						t.Fatalf("%s output %s = %v; want %v", fa.id, o.Name, got, wd)
+					}
+					for j := range wd {
+						if float32(got[j]) != wd[j] {
+							t.Fatalf("%s output %s[%d] = %v; ORT gives %v", fa.id, o.Name, j, float32(got[j]), wd[j])
+						}
+					}
+				case []int64:
+					var got []int64
+					json.Unmarshal(o.Data, &got)
+					if fmt.Sprint(got) != fmt.Sprint(wd) {
+						t.Fatalf("%s output %s = %v; ORT gives %v", fa.id, o.Name, got, wd)
+					}
+				}
+			}
+			if !found {
+				t.Fatalf("%s: output %q missing from %+v", fa.id, w.Name, out.Outputs)
+			}
+		}
+	}
+}
+
+func waitTelemetry(t *testing.T, c *client.Client, agents []*fleetAgent) {
+	t.Helper()
+	made := 0
+	for _, fa := range agents {
+		fa.mu.Lock()
+		made += fa.made
+		fa.mu.Unlock()
+	}
+	eventually(t, 60*time.Second, "telemetry count equals predictions", func() error {
+		s, err := c.Telemetry(context.Background(), "")
+		if err != nil {
+			return err
+		}
+		if s.Total.Predictions > uint64(made) {
+			t.Fatalf("control plane counts %d predictions; only %d were made", s.Total.Predictions, made)
+		}
+		if s.Total.Predictions != uint64(made) {
+			return fmt.Errorf("control plane has %d of %d predictions", s.Total.Predictions, made)
+		}
+		return nil
+	})
+}
+
+// TestFleetSpine: push → all active → predictions equal a direct ONNX
+// Runtime run → telemetry count equals predictions made; then v2: all
+// switch, v1 stays on disk.
+func TestFleetSpine(t *testing.T) {
+	onnxrt.MustInitForTest(t)
+	cp := controltest.Start(t, controltest.WithLogger(testLogger(t).With("component", "controlplane")))
+	var agents []*fleetAgent
+	for i := 1; i <= 3; i++ {
+		agents = append(agents, startAgent(t, cp, fmt.Sprintf("dev-%d", i)))
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+
+	v1 := classifier(t, 1)
+	mv1 := cp.PushModel(t, "clf", "1", v1)
+	cp.Deploy(t, "clf", "1")
+	waitDevices(t, cp.Client, "v1 active everywhere", allActive(3, "clf", "1"))
+	ref1, err := onnxrt.Open(v1, onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref1.Close()
+	for _, fa := range agents {
+		checkPredictions(t, fa, ref1, "1", 25, r)
+	}
+	waitTelemetry(t, cp.Client, agents)
+
+	v2 := classifier(t, 2)
+	cp.PushModel(t, "clf", "2", v2)
+	cp.Deploy(t, "clf", "2")
+	waitDevices(t, cp.Client, "v2 active everywhere, v1 previous", func(devs []client.Device) error {
+		if err := allActive(3, "clf", "2")(devs); err != nil {
+			return err
+		}
+		for _, d := range devs {
+			if d.Models[0].PreviousVersion != "1" {
+				return fmt.Errorf("%s previous = %q", d.ID, d.Models[0].PreviousVersion)
+			}
+		}
+		return nil
+	})
+	ref2, err := onnxrt.Open(v2, onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref2.Close()
+	for _, fa := range agents {
+		checkPredictions(t, fa, ref2, "2", 25, r)
+		if !fileWithDigest(fa.dir, mv1.SHA256) {
+			t.Errorf("%s: v1 (%s) is no longer on disk after switching to v2", fa.id, mv1.SHA256[:12])
+		}
+	}
+	waitTelemetry(t, cp.Client, agents)
+}
+
+// fileWithDigest reports whether a file under dir is named for digest.
+func fileWithDigest(dir, digest string) bool {
+	found := false
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(d.Name(), digest) {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+var _ = math.Abs
