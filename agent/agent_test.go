@@ -1,0 +1,341 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoalfleet/shoal/internal/topics"
+	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
+)
+
+const dev = "dev-1"
+
+var scheme = topics.New("")
+
+func runAgent(t *testing.T, cfg Config) (*Agent, func() error) {
+	t.Helper()
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { stop(); a.Close() })
+	return a, stop
+}
+
+func decodeReported(p []byte) (*shoalv1.ReportedState, bool) {
+	var rs shoalv1.ReportedState
+	return &rs, proto.Unmarshal(p, &rs) == nil
+}
+
+func decodeStatus(p []byte) (*shoalv1.DeviceStatus, bool) {
+	var st shoalv1.DeviceStatus
+	return &st, proto.Unmarshal(p, &st) == nil
+}
+
+// TestAgentEndToEnd: enroll, connect, apply the retained desired state,
+// serve predictions, send telemetry until acked, stop cleanly (offline
+// status), then start again with the network gone and serve at once.
+func TestAgentEndToEnd(t *testing.T) {
+	broker := startBroker(t)
+	cp := startCP(t, "tcp://"+broker.addr, "tok-1")
+	model := modelBytes(t)
+	if err := broker.Publish(scheme.Device(dev, topics.Desired), cp.desired("m", "1", model, 1, 7), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	status := broker.subscribe(t, scheme.Device(dev, topics.Status))
+	reported := broker.subscribe(t, scheme.Device(dev, topics.Reported))
+	telemetry := broker.subscribe(t, scheme.Device(dev, topics.Telemetry))
+
+	dir := t.TempDir()
+	cfg := Config{
+		DataDir: dir, ServerURL: cp.URL, DeviceID: dev, EnrollToken: "tok-1",
+		APIAddr: "127.0.0.1:0", TelemetryWindow: 100 * time.Millisecond, Profile: "test-board",
+		Logger: testLogger(t),
+	}
+	a, stop := runAgent(t, cfg)
+
+	waitFor(t, status, "online status", func(p []byte) (bool, bool) {
+		st, ok := decodeStatus(p)
+		return true, ok && st.Online && st.DeviceId == dev
+	})
+	rs := waitFor(t, reported, "reported ACTIVE for generation 7", func(p []byte) (*shoalv1.ReportedState, bool) {
+		rs, ok := decodeReported(p)
+		return rs, ok && rs.GetAppliedGeneration() == 7 && rs.GetPhase() == shoalv1.Phase_PHASE_ACTIVE
+	})
+	if rs.GetProfile() != "test-board" || len(rs.GetModels()) != 1 || rs.GetModels()[0].GetActive().GetVersion() != "1" {
+		t.Errorf("reported state = %v", rs)
+	}
+
+	// The identity is stored, private, and holds what enrollment returned.
+	fi, err := os.Stat(filepath.Join(dir, identityFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("identity mode = %v; want 0600", fi.Mode().Perm())
+	}
+	id, ok, err := loadIdentity(dir)
+	if err != nil || !ok || id.MQTTPassword != "pw-"+dev || id.ServerURL != cp.URL || id.BrokerURL != "tcp://"+broker.addr {
+		t.Errorf("identity = %+v, %v, %v", id, ok, err)
+	}
+
+	code, body, err := predict(a.APIAddr(), "m")
+	if err != nil || code != http.StatusOK || !strings.Contains(body, "output_scalars") {
+		t.Fatalf("predict = %d %s %v", code, body, err)
+	}
+
+	// Telemetry for that prediction arrives; the ack empties the outbox.
+	batch := waitFor(t, telemetry, "a telemetry batch with the prediction", func(p []byte) (*shoalv1.TelemetryBatch, bool) {
+		var b shoalv1.TelemetryBatch
+		if proto.Unmarshal(p, &b) != nil {
+			return nil, false
+		}
+		for _, r := range b.GetRecords() {
+			if r.GetModelName() == "m" && r.GetPredictions() > 0 {
+				return &b, true
+			}
+		}
+		return nil, false
+	})
+	ack, _ := proto.Marshal(&shoalv1.Ack{SchemaVersion: 1, DeviceId: dev, Stream: shoalv1.Stream_STREAM_TELEMETRY, FirstSeq: batch.GetFirstSeq(), LastSeq: batch.GetLastSeq()})
+	if err := broker.Publish(scheme.Device(dev, topics.Ack), ack, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the acked records to leave the outbox", func() bool {
+		for _, r := range a.outboxPending(t) {
+			if r <= batch.GetLastSeq() {
+				return false
+			}
+		}
+		return true
+	})
+
+	// A clean stop leaves a retained offline status.
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	p, ok := broker.retained(scheme.Device(dev, topics.Status))
+	if st, _ := decodeStatus(p); !ok || st.Online {
+		t.Errorf("retained status after Close = %v; want offline", st)
+	}
+
+	// Start again with no network at all: the model serves at once, from
+	// disk, and telemetry queues in the outbox.
+	broker.stop()
+	cp.Close()
+	cfg.EnrollToken = ""
+	b, stop2 := runAgent(t, cfg)
+	code, body, err = predict(b.APIAddr(), "m")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("offline predict = %d %s %v", code, body, err)
+	}
+	if err := stop2(); err != nil {
+		t.Fatalf("offline Run: %v", err)
+	}
+	if n := b.outbox.Len(); n == 0 {
+		t.Error("the offline prediction left no telemetry in the outbox")
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("offline Close: %v", err)
+	}
+}
+
+// outboxPending returns the sequences still queued.
+func (a *Agent) outboxPending(t *testing.T) []uint64 {
+	t.Helper()
+	recs, err := a.outbox.Pending(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for _, r := range recs {
+		seqs = append(seqs, r.GetSeq())
+	}
+	return seqs
+}
+
+func TestEnrollmentRefused(t *testing.T) {
+	broker := startBroker(t)
+	cp := startCP(t, "tcp://"+broker.addr, "right-token")
+	dir := t.TempDir()
+	a, err := New(Config{DataDir: dir, ServerURL: cp.URL, DeviceID: dev, EnrollToken: "wrong-token", APIAddr: "127.0.0.1:0", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	err = a.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "refused the enrollment token") || !strings.Contains(err.Error(), "shoal token create") {
+		t.Errorf("Run = %v; want a refused-token error saying what to do", err)
+	}
+	if strings.Contains(fmt.Sprint(err), "wrong-token") {
+		t.Errorf("the error shows the token: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, identityFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("identity written after a refused enrollment: %v", err)
+	}
+}
+
+func TestEnrollErrors(t *testing.T) {
+	for _, tc := range []struct {
+		status  int
+		body    string
+		want    string
+		refused bool
+	}{
+		{401, `{"error":{"code":"unauthorized","message":"token expired"}}`, "refused the enrollment token (token expired)", true},
+		{409, `{"error":{"code":"conflict","message":"already enrolled"}}`, `device id "dev-1" is already enrolled`, true},
+		{400, `{"error":{"code":"invalid","message":"bad id"}}`, "400 Bad Request: bad id", true},
+		{503, `down for maintenance`, "503 Service Unavailable: down for maintenance", false},
+		{200, `{"device_id":"someone-else"}`, `asked for device "dev-1", the control plane enrolled "someone-else"`, true},
+		{200, `{"device_id":"dev-1","broker_url":"tcp://b:1883","trust_public_key_pem":"junk"}`, "the enrollment is unusable: trust_public_key_pem", true},
+	} {
+		t.Run(fmt.Sprint(tc.status, tc.want), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			_, err := enroll(context.Background(), srv.Client(), srv.URL, dev, "tok", "")
+			var refused *enrollError
+			if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, &refused) != tc.refused {
+				t.Errorf("enroll = %v (refused %v); want %q (refused %v)", err, errors.As(err, &refused), tc.want, tc.refused)
+			}
+		})
+	}
+}
+
+func TestNewChecksTheDataDirectory(t *testing.T) {
+	dir := t.TempDir()
+	cp := startCP(t, "tcp://127.0.0.1:1", "")
+	id := &identity{DeviceID: "pump-1", MQTTUsername: "pump-1", MQTTPassword: "pw", BrokerURL: "tcp://127.0.0.1:1",
+		TopicPrefix: "shoal/v1", TrustPublicKeyPEM: string(cp.signer.PublicKeyPEM()), ServerURL: cp.URL}
+	if err := storeIdentity(dir, id); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"other device", Config{DataDir: dir, DeviceID: "pump-2"}, `belongs to device "pump-1", but --device-id says "pump-2"`},
+		{"no data dir", Config{}, "no data directory: pass --data-dir"},
+		{"bad server", Config{DataDir: dir, ServerURL: "ftp://x"}, `server URL "ftp://x": want http(s)://host[:port]`},
+		{"bad device id", Config{DataDir: dir, DeviceID: "a b"}, `--device-id: device id "a b" has ' '`},
+		{"not enrolled, no server", Config{DataDir: t.TempDir(), DeviceID: "d", EnrollToken: "t"}, "pass --server"},
+		{"not enrolled, no id", Config{DataDir: t.TempDir(), ServerURL: "http://h", EnrollToken: "t"}, "pass --device-id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(tc.cfg)
+			if err == nil {
+				a.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New = %v; want an error containing %q", err, tc.want)
+			}
+		})
+	}
+
+	// A corrupt identity says what to do.
+	if err := os.WriteFile(filepath.Join(dir, identityFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{DataDir: dir}); err == nil || !strings.Contains(err.Error(), "enroll again with a new token") {
+		t.Errorf("New with a corrupt identity = %v", err)
+	}
+}
+
+func TestSecretRedacts(t *testing.T) {
+	cfg := Config{DataDir: "/d", EnrollToken: "hunter2"}
+	js, _ := json.Marshal(cfg)
+	for _, s := range []string{
+		fmt.Sprintf("%v %+v %#v %s %q %x", cfg, cfg, cfg, cfg.EnrollToken, cfg.EnrollToken, cfg.EnrollToken),
+		string(js),
+	} {
+		if strings.Contains(s, "hunter2") || strings.Contains(s, fmt.Sprintf("%x", "hunter2")) {
+			t.Errorf("secret leaked: %s", s)
+		}
+	}
+	if cfg.EnrollToken.Reveal() != "hunter2" {
+		t.Error("Reveal lost the value")
+	}
+	if Secret("").String() != "" {
+		t.Error("an empty secret should print empty, so that a missing token is visible")
+	}
+}
+
+// TestCorruptModelIsDownloadedAgain: a model file damaged on disk is not
+// served at start, and the desired state brings it back.
+func TestCorruptModelIsDownloadedAgain(t *testing.T) {
+	broker := startBroker(t)
+	cp := startCP(t, "tcp://"+broker.addr, "tok")
+	if err := broker.Publish(scheme.Device(dev, topics.Desired), cp.desired("m", "1", modelBytes(t), 1, 1), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), ServerURL: cp.URL, DeviceID: dev, EnrollToken: "tok", APIAddr: "127.0.0.1:0", Logger: testLogger(t)}
+	a, stop := runAgent(t, cfg)
+	eventually(t, "the model to serve", func() bool { code, _, _ := predict(a.APIAddr(), "m"); return code == http.StatusOK })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, path, ok := a.store.Active("m")
+	if err := a.Close(); err != nil || !ok {
+		t.Fatalf("Close: %v (active %v)", err, ok)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.EnrollToken = ""
+	a2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := a2.models.Names(); len(names) != 0 {
+		t.Errorf("serving %v from a corrupt file", names)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a2.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		a2.Close()
+	}()
+	eventually(t, "the model to be downloaded again and serve", func() bool {
+		code, _, _ := predict(a2.APIAddr(), "m")
+		return code == http.StatusOK
+	})
+}

@@ -1,0 +1,189 @@
+// Command shoal-agent is the Shoal device agent.
+//
+//	shoal-agent run --data-dir DIR [--server URL --device-id ID --enroll-token T] [flags]
+//	shoal-agent version
+//
+// main only wires: flags and the config file become an agent.Config, and
+// the agent runs until SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/internal/buildinfo"
+	"github.com/shoalfleet/shoal/internal/onnxrt"
+)
+
+// tokenEnv may hold the enrollment token, so that it need not appear on a
+// command line (and in ps).
+const tokenEnv = "SHOAL_ENROLL_TOKEN"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		m := NewMain()
+		m.Stderr = stderr
+		if err := m.ParseFlags(args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintln(stderr, "shoal-agent:", err)
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err := m.Run(ctx)
+		if cerr := m.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "shoal-agent:", err)
+			return 1
+		}
+		return 0
+	case "version":
+		fmt.Fprintf(stdout, "shoal-agent %s (ONNX Runtime %s, %s %s/%s)\n", buildinfo.Version, onnxrt.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "shoal-agent: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage:
+  shoal-agent run --data-dir DIR [flags]   run the agent (see shoal-agent run -h)
+  shoal-agent version                      print the version
+
+First start (enrolls once):
+  shoal-agent run --data-dir DIR --server URL --device-id ID --enroll-token TOKEN
+`)
+}
+
+// Main is the agent program: ParseFlags, Run, Close. End-to-end tests use
+// it to run agents in-process exactly as the binary does.
+type Main struct {
+	Settings settings
+	// Stderr receives logs and flag errors.
+	Stderr io.Writer
+
+	agent *agent.Agent
+}
+
+// NewMain returns a Main with default settings.
+func NewMain() *Main {
+	return &Main{Settings: defaultSettings(), Stderr: os.Stderr}
+}
+
+// ParseFlags reads `run`'s flags: --config FILE first, then the other
+// flags on top (flags override the file).
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("shoal-agent run", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	configPath := fs.String("config", "", "YAML or JSON file with the same keys as these flags (e.g. data-dir: /var/lib/shoal-agent)")
+	raw := map[string]string{}
+	var order []string
+	for _, o := range options {
+		fs.Var(&rawValue{name: o.name, isBool: o.isBool, raw: raw, order: &order}, o.name, o.usage)
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: shoal-agent run --data-dir DIR [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q; every setting is a --flag", fs.Arg(0))
+	}
+	s := defaultSettings()
+	if *configPath != "" {
+		if err := loadFile(*configPath, &s); err != nil {
+			return err
+		}
+	}
+	for _, name := range order {
+		o, _ := lookupOption(name)
+		if err := o.set(&s, raw[name]); err != nil {
+			return fmt.Errorf("--%s: %v", name, err)
+		}
+	}
+	if s.EnrollToken == "" {
+		s.EnrollToken = agent.Secret(os.Getenv(tokenEnv))
+	}
+	m.Settings = s
+	return nil
+}
+
+// Run starts the agent and blocks until ctx is done or it fails.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Settings.Config
+	cfg.Logger = m.logger()
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	m.agent = a
+	cfg.Logger.Info("shoal-agent starting", "version", buildinfo.Version, "device", a.DeviceID(), "data_dir", cfg.DataDir, "api", a.APIAddr())
+	return a.Run(ctx)
+}
+
+// Close releases the agent.
+func (m *Main) Close() error {
+	if m.agent == nil {
+		return nil
+	}
+	return m.agent.Close()
+}
+
+func (m *Main) logger() *slog.Logger {
+	opts := &slog.HandlerOptions{Level: m.Settings.LogLevel}
+	if m.Settings.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(m.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(m.Stderr, opts))
+}
+
+// rawValue records a flag's text; settings are applied after the config
+// file so that flags win.
+type rawValue struct {
+	name   string
+	isBool bool
+	raw    map[string]string
+	order  *[]string
+}
+
+func (v *rawValue) String() string { return "" }
+
+func (v *rawValue) Set(s string) error {
+	if _, seen := v.raw[v.name]; !seen {
+		*v.order = append(*v.order, v.name)
+	}
+	v.raw[v.name] = s
+	return nil
+}
+
+func (v *rawValue) IsBoolFlag() bool { return v.isBool }

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/internal/buildinfo"
+)
+
+func parse(t *testing.T, args ...string) (*Main, error) {
+	t.Helper()
+	m := NewMain()
+	m.Stderr = &bytes.Buffer{}
+	return m, m.ParseFlags(args)
+}
+
+func TestGoodConfigFiles(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	m, err := parse(t, "--config", "testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings{
+		Config: agent.Config{
+			DataDir: "/var/lib/shoal-agent", ServerURL: "http://10.0.0.1:8080", BrokerURL: "tcp://10.0.0.1:1883",
+			DeviceID: "pump-7", EnrollToken: "s3cret-token", APIAddr: "127.0.0.1:9191",
+			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "rpi4", TelemetryWindow: 30 * time.Second,
+			OutboxMaxBytes: 1 << 20, SyncWrites: true, IntraOpThreads: 2,
+		},
+		LogLevel: slog.LevelDebug, LogFormat: "json",
+	}
+	if m.Settings != want {
+		t.Errorf("good.yaml:\n got %+v\nwant %+v", m.Settings, want)
+	}
+
+	m, err = parse(t, "--config", "testdata/good.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Settings
+	if s.DataDir != "/var/lib/shoal-agent" || s.DeviceID != "pump-7" || s.TelemetryWindow != 30*time.Second || !s.SyncWrites || s.IntraOpThreads != 2 {
+		t.Errorf("good.json: %+v", s)
+	}
+
+	m, err = parse(t, "--config", "testdata/empty.yaml", "--data-dir", "/d")
+	if err != nil || m.Settings.DataDir != "/d" || m.Settings.LogFormat != "text" || m.Settings.LogLevel != slog.LevelInfo {
+		t.Errorf("empty file: %+v, %v", m.Settings, err)
+	}
+}
+
+func TestFlagsOverrideTheFile(t *testing.T) {
+	// Flags before or after --config: flags win either way.
+	m, err := parse(t, "--device-id", "other", "--config", "testdata/good.yaml", "--sync-writes=false", "--log-format", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Settings
+	if s.DeviceID != "other" || s.SyncWrites || s.LogFormat != "text" {
+		t.Errorf("flags did not override: %+v", s)
+	}
+	if s.ServerURL != "http://10.0.0.1:8080" || s.Profile != "rpi4" {
+		t.Errorf("file values lost: %+v", s)
+	}
+	m, err = parse(t, "--sync-writes", "--data-dir", "/d")
+	if err != nil || !m.Settings.SyncWrites {
+		t.Errorf("bare --sync-writes: %+v, %v", m.Settings, err)
+	}
+}
+
+func TestTokenFromEnvironment(t *testing.T) {
+	t.Setenv(tokenEnv, "from-env")
+	m, err := parse(t, "--data-dir", "/d")
+	if err != nil || m.Settings.EnrollToken.Reveal() != "from-env" {
+		t.Errorf("token = %q, %v", m.Settings.EnrollToken.Reveal(), err)
+	}
+	m, err = parse(t, "--data-dir", "/d", "--enroll-token", "from-flag")
+	if err != nil || m.Settings.EnrollToken.Reveal() != "from-flag" {
+		t.Errorf("flag should beat the environment: %q, %v", m.Settings.EnrollToken.Reveal(), err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", "testdata/unknown-key.bad.yaml"}, `testdata/unknown-key.bad.yaml:2: unknown key "data_dir" (did you mean "data-dir"?)`},
+		{[]string{"--config", "testdata/typo-key.bad.yaml"}, `testdata/typo-key.bad.yaml:3: unknown key "brokers"; the keys are: api-addr, broker,`},
+		{[]string{"--config", "testdata/duplicate.bad.yaml"}, `testdata/duplicate.bad.yaml:3: key "data-dir" is set twice (first on line 1)`},
+		{[]string{"--config", "testdata/duration.bad.yaml"}, `testdata/duration.bad.yaml:2: telemetry-window: "10 seconds" is not a positive duration`},
+		{[]string{"--config", "testdata/bool.bad.yaml"}, `testdata/bool.bad.yaml:1: sync-writes: "sometimes" is not true or false`},
+		{[]string{"--config", "testdata/list.bad.yaml"}, `testdata/list.bad.yaml:1: the config file must map keys to values`},
+		{[]string{"--config", "testdata/nested.bad.yaml"}, `testdata/nested.bad.yaml:2: key "data-dir" wants a single value`},
+		{[]string{"--config", "testdata/null.bad.yaml"}, `testdata/null.bad.yaml:1: key "data-dir" has no value`},
+		{[]string{"--config", "testdata/syntax.bad.yaml"}, `config file testdata/syntax.bad.yaml: line 2`},
+		{[]string{"--config", "testdata/loglevel.bad.yaml"}, `testdata/loglevel.bad.yaml:1: log-level: "loud" is not one of debug, info, warn, error`},
+		{[]string{"--config", "testdata/threads.bad.json"}, `testdata/threads.bad.json:3: intra-op-threads: "-1" is not a number of threads`},
+		{[]string{"--config", "testdata/unknown.bad.json"}, `testdata/unknown.bad.json:3: unknown key "dataDir"`},
+		{[]string{"--config", "testdata/missing.yaml"}, `config file: open testdata/missing.yaml: no such file or directory`},
+		{[]string{"--telemetry-window", "soon"}, `--telemetry-window: "soon" is not a positive duration`},
+		{[]string{"--log-format", "xml"}, `--log-format: "xml" is not text or json`},
+		{[]string{"--no-such-flag"}, `flag provided but not defined: -no-such-flag`},
+		{[]string{"--data-dir", "/d", "extra"}, `unexpected argument "extra"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := parse(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseFlags(%q) = %v;\nwant an error containing %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSecretsStayOutOfOutput(t *testing.T) {
+	m, err := parse(t, "--data-dir", "/d", "--enroll-token", "hunter2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	m.Stderr = &logs
+	m.Settings.LogFormat = "json"
+	m.logger().Info("settings", "config", m.Settings.Config, "token", m.Settings.EnrollToken)
+	for _, s := range []string{
+		logs.String(),
+		fmt.Sprintf("%v|%+v|%#v|%s|%q", m.Settings, m.Settings, m.Settings, m.Settings.EnrollToken, m.Settings.EnrollToken),
+	} {
+		if strings.Contains(s, "hunter2") {
+			t.Errorf("the token leaked: %s", s)
+		}
+	}
+	if !strings.Contains(logs.String(), "[redacted]") {
+		t.Errorf("log does not show the token as redacted: %s", logs.String())
+	}
+}
+
+func TestCommands(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"version"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "shoal-agent "+buildinfo.Version) {
+		t.Errorf("version: %d %q %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"bogus"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown command "bogus"`) {
+		t.Errorf("bogus: %d %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"run", "-h"}, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "-data-dir") {
+		t.Errorf("run -h: %d %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"run"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "no data directory: pass --data-dir") {
+		t.Errorf("run without --data-dir: %d %q", code, errOut.String())
+	}
+}
+
+func TestRunNeverEnrolledWithoutToken(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	dir := t.TempDir()
+	m, err := parse(t, "--data-dir", dir, "--server", "http://127.0.0.1:1", "--device-id", "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not enrolled yet") || !strings.Contains(err.Error(), "--enroll-token") ||
+		!strings.Contains(err.Error(), filepath.Join(dir, "identity.json")) {
+		t.Errorf("Run = %v; want an error saying to pass --enroll-token", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoalfleet/shoal/agent"
+)
+
+// settings is everything `shoal-agent run` can be told.
+type settings struct {
+	agent.Config
+	LogLevel  slog.Level
+	LogFormat string // text or json
+}
+
+func defaultSettings() settings {
+	return settings{LogLevel: slog.LevelInfo, LogFormat: "text"}
+}
+
+// option is one setting, spelled the same as a flag (--data-dir) and as a
+// config-file key (data-dir:).
+type option struct {
+	name   string
+	usage  string
+	isBool bool
+	set    func(s *settings, v string) error
+}
+
+var options = []option{
+	{name: "data-dir", usage: "directory for the identity, models and telemetry queue (required)", set: func(s *settings, v string) error { s.DataDir = v; return nil }},
+	{name: "server", usage: "control plane URL, e.g. http://10.0.0.1:8080 (needed to enroll; remembered after)", set: func(s *settings, v string) error { s.ServerURL = v; return nil }},
+	{name: "broker", usage: "MQTT broker URL (default: the one given at enrollment)", set: func(s *settings, v string) error { s.BrokerURL = v; return nil }},
+	{name: "device-id", usage: "this device's id (needed to enroll)", set: func(s *settings, v string) error { s.DeviceID = v; return nil }},
+	{name: "enroll-token", usage: "one-time enrollment token from `shoal token create` (or $SHOAL_ENROLL_TOKEN)", set: func(s *settings, v string) error { s.EnrollToken = agent.Secret(v); return nil }},
+	{name: "api-addr", usage: "listen address of the local inference API (default " + agent.DefaultAPIAddr + ")", set: func(s *settings, v string) error { s.APIAddr = v; return nil }},
+	{name: "onnxruntime-lib", usage: "path of libonnxruntime.so (default: $ONNXRUNTIME_LIB, the cache, the system)", set: func(s *settings, v string) error { s.ONNXRuntimeLib = v; return nil }},
+	{name: "profile", usage: "firmware profile name of this device", set: func(s *settings, v string) error { s.Profile = v; return nil }},
+	{name: "telemetry-window", usage: "telemetry aggregation window, e.g. 10s", set: func(s *settings, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration (e.g. 10s, 1m)", v)
+		}
+		s.TelemetryWindow = d
+		return nil
+	}},
+	{name: "outbox-max-bytes", usage: "bound on queued telemetry, in bytes", set: func(s *settings, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%q is not a positive number of bytes", v)
+		}
+		s.OutboxMaxBytes = n
+		return nil
+	}},
+	{name: "sync-writes", isBool: true, usage: "fsync every telemetry write", set: func(s *settings, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		s.SyncWrites = b
+		return nil
+	}},
+	{name: "intra-op-threads", usage: "ONNX Runtime intra-op threads (0: one per core)", set: func(s *settings, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q is not a number of threads (0 or more)", v)
+		}
+		s.IntraOpThreads = n
+		return nil
+	}},
+	{name: "log-level", usage: "debug, info, warn or error", set: func(s *settings, v string) error {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("%q is not one of debug, info, warn, error", v)
+		}
+		s.LogLevel = l
+		return nil
+	}},
+	{name: "log-format", usage: "text or json", set: func(s *settings, v string) error {
+		if v != "text" && v != "json" {
+			return fmt.Errorf("%q is not text or json", v)
+		}
+		s.LogFormat = v
+		return nil
+	}},
+}
+
+func lookupOption(name string) (option, bool) {
+	for _, o := range options {
+		if o.name == name {
+			return o, true
+		}
+	}
+	return option{}, false
+}
+
+func optionNames() string {
+	names := make([]string, len(options))
+	for i, o := range options {
+		names[i] = o.name
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// loadFile applies a YAML or JSON config file (JSON is YAML) to s. Keys are
+// the flag names; an unknown or repeated key, or a value that does not
+// parse, is an error naming the file, line and key.
+func loadFile(path string, s *settings) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("config file %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s:%d: the config file must map keys to values (e.g. `data-dir: /var/lib/shoal-agent`)", path, root.Line)
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		name := k.Value
+		opt, ok := lookupOption(name)
+		if !ok {
+			hint := ""
+			if alt := strings.ReplaceAll(strings.ToLower(name), "_", "-"); alt != name {
+				if _, ok := lookupOption(alt); ok {
+					hint = fmt.Sprintf(" (did you mean %q?)", alt)
+				}
+			}
+			return fmt.Errorf("%s:%d: unknown key %q%s; the keys are: %s", path, k.Line, name, hint, optionNames())
+		}
+		if first, dup := seen[name]; dup {
+			return fmt.Errorf("%s:%d: key %q is set twice (first on line %d)", path, k.Line, name, first)
+		}
+		seen[name] = k.Line
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("%s:%d: key %q wants a single value, not a list or mapping", path, v.Line, name)
+		}
+		if v.Tag == "!!null" {
+			return fmt.Errorf("%s:%d: key %q has no value", path, v.Line, name)
+		}
+		if err := opt.set(s, v.Value); err != nil {
+			return fmt.Errorf("%s:%d: %s: %v", path, v.Line, name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,336 @@
+// Package localapi serves the Open Inference Protocol (KServe v2 REST) to
+// apps on the device: health, server and model metadata, and inference on
+// the agent's active models. It uses net/http alone.
+//
+// Inference requests are decoded in one pass over the body, with each
+// input's "data" parsed straight into the typed slice the model takes, and
+// responses are written with strconv into a pooled buffer: the JSON costs
+// little next to the model.
+package localapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoalfleet/shoal/agent/internal/inference"
+	"github.com/shoalfleet/shoal/internal/buildinfo"
+	"github.com/shoalfleet/shoal/internal/onnxrt"
+)
+
+// DefaultMaxBodyBytes is Config.MaxBodyBytes when 0.
+const DefaultMaxBodyBytes = 64 << 20
+
+// ServerName is the name in the server metadata.
+const ServerName = "shoal-agent"
+
+// Platform is the platform in model metadata.
+const Platform = "onnxruntime_onnx"
+
+// ModelSource gives the active models; *inference.Set satisfies it.
+type ModelSource interface {
+	// Acquire returns the active model called name and a func to call
+	// when done with it.
+	Acquire(name string) (m *inference.Model, release func(), ok bool)
+	// Names lists the active models.
+	Names() []string
+}
+
+// Recorder counts predictions; *telemetry.Aggregator satisfies it.
+type Recorder interface {
+	Observe(model, version string, latency time.Duration, failed bool)
+}
+
+var _ ModelSource = (*inference.Set)(nil)
+
+// Config configures the handler.
+type Config struct {
+	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Ready reports readiness; nil means ready while at least one model is
+	// loaded.
+	Ready func() bool
+	// Version is the server version in its metadata; "" means the build's.
+	Version string
+}
+
+type handler struct {
+	models ModelSource
+	rec    Recorder
+	cfg    Config
+	log    *slog.Logger
+	logs   logLimiter
+	mux    *http.ServeMux
+}
+
+// New returns the Open Inference Protocol handler. rec may be nil; a nil
+// log discards.
+func New(models ModelSource, rec Recorder, cfg Config, log *slog.Logger) http.Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Version == "" {
+		cfg.Version = buildinfo.Version
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{models: models, rec: rec, cfg: cfg, log: log, mux: http.NewServeMux()}
+	route := func(method, path string, f http.HandlerFunc) {
+		h.mux.HandleFunc(method+" "+path, f)
+		// Any other method on the path: 405 with a JSON body.
+		h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+method)
+		})
+	}
+	route("GET", "/v2/health/live", h.live)
+	route("GET", "/v2/health/ready", h.ready)
+	route("GET", "/v2", h.serverMetadata)
+	route("GET", "/v2/models/{name}", h.modelMetadata)
+	route("GET", "/v2/models/{name}/ready", h.modelReady)
+	route("POST", "/v2/models/{name}/infer", h.infer)
+	route("GET", "/v2/models/{name}/versions/{version}", h.modelMetadata)
+	route("GET", "/v2/models/{name}/versions/{version}/ready", h.modelReady)
+	route("POST", "/v2/models/{name}/versions/{version}/infer", h.infer)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+"; see /v2/models/{name}/infer")
+	})
+	return h.mux
+}
+
+func (h *handler) live(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, []byte(`{"live":true}`+"\n"))
+}
+
+func (h *handler) isReady() bool {
+	if h.cfg.Ready != nil {
+		return h.cfg.Ready()
+	}
+	return len(h.models.Names()) > 0
+}
+
+func (h *handler) ready(w http.ResponseWriter, r *http.Request) {
+	if h.isReady() {
+		writeJSON(w, http.StatusOK, []byte(`{"ready":true}`+"\n"))
+		return
+	}
+	writeJSON(w, http.StatusServiceUnavailable, []byte(`{"ready":false}`+"\n"))
+}
+
+func (h *handler) serverMetadata(w http.ResponseWriter, r *http.Request) {
+	h.writeValue(w, map[string]any{"name": ServerName, "version": h.cfg.Version, "extensions": []string{}})
+}
+
+type tensorMetadata struct {
+	Name     string  `json:"name"`
+	DataType string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+type modelMetadata struct {
+	Name     string           `json:"name"`
+	Versions []string         `json:"versions"`
+	Platform string           `json:"platform"`
+	Inputs   []tensorMetadata `json:"inputs"`
+	Outputs  []tensorMetadata `json:"outputs"`
+}
+
+func tensorsMetadata(specs []onnxrt.TensorSpec) []tensorMetadata {
+	out := make([]tensorMetadata, len(specs))
+	for i, s := range specs {
+		out[i] = tensorMetadata{s.Name, string(s.DataType), s.Shape}
+	}
+	return out
+}
+
+func (h *handler) modelMetadata(w http.ResponseWriter, r *http.Request) {
+	m, release, err := h.acquire(r)
+	if err != nil {
+		h.writeErr(w, err)
+		return
+	}
+	defer release()
+	ref := m.Ref()
+	h.writeValue(w, modelMetadata{
+		Name: ref.Name, Versions: []string{ref.Version}, Platform: Platform,
+		Inputs: tensorsMetadata(m.Inputs()), Outputs: tensorsMetadata(m.Outputs()),
+	})
+}
+
+func (h *handler) modelReady(w http.ResponseWriter, r *http.Request) {
+	m, release, err := h.acquire(r)
+	if err != nil {
+		h.writeErr(w, err)
+		return
+	}
+	defer release()
+	h.writeValue(w, map[string]any{"name": m.Ref().Name, "version": m.Ref().Version, "ready": true})
+}
+
+func (h *handler) writeValue(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, append(b, '\n'))
+}
+
+func (h *handler) writeErr(w http.ResponseWriter, err error) {
+	var re *requestError
+	if errors.As(err, &re) {
+		writeError(w, re.status, re.msg)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err.Error())
+}
+
+// acquire returns the model the request names (and the version, if it names
+// one): a 404 if it is not active, a 503 if no model is.
+func (h *handler) acquire(r *http.Request) (*inference.Model, func(), error) {
+	name := r.PathValue("name")
+	m, release, ok := h.models.Acquire(name)
+	if !ok {
+		names := h.models.Names()
+		if len(names) == 0 {
+			return nil, nil, statusError(http.StatusServiceUnavailable, "no model is loaded yet; try again once the agent has activated one")
+		}
+		return nil, nil, statusError(http.StatusNotFound, "model %q is not loaded; loaded models: %s", name, quoteList(names))
+	}
+	if v := r.PathValue("version"); v != "" && v != m.Ref().Version {
+		active := m.Ref().Version
+		release()
+		return nil, nil, statusError(http.StatusNotFound, "model %q version %q is not loaded; the active version is %q", name, v, active)
+	}
+	return m, release, nil
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = `"` + n + `"`
+	}
+	return strings.Join(q, ", ")
+}
+
+// Buffers for request bodies and responses. Large ones are not kept, so a
+// single big request does not pin its memory.
+const maxPooled = 1 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooled {
+		*b = (*b)[:0]
+		bufPool.Put(b)
+	}
+}
+
+// readBody reads the request body into buf, up to limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, buf []byte, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, statusError(http.StatusRequestEntityTooLarge, "the body is %d bytes; the limit is %d", r.ContentLength, limit)
+	}
+	if r.ContentLength > int64(cap(buf)) {
+		buf = make([]byte, 0, r.ContentLength)
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return nil, statusError(http.StatusRequestEntityTooLarge, "the body is over the %d-byte limit", limit)
+			}
+			return nil, statusError(http.StatusBadRequest, "read the body: %v", err)
+		}
+	}
+}
+
+func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Header.Get("Inference-Header-Content-Length") != "" {
+		writeError(w, http.StatusBadRequest, "the binary tensor data extension is not supported; send JSON data")
+		return
+	}
+	m, release, err := h.acquire(r)
+	if err != nil {
+		h.writeErr(w, err)
+		return
+	}
+	defer release()
+	ref := m.Ref()
+
+	bp := getBuf()
+	defer putBuf(bp)
+	body, err := readBody(w, r, *bp, h.cfg.MaxBodyBytes)
+	if err != nil {
+		h.writeErr(w, err)
+		return
+	}
+	if cap(body) <= maxPooled {
+		*bp = body // keep the grown buffer
+	}
+	req, err := parseRequest(body, m)
+	if err != nil {
+		h.writeErr(w, err)
+		return
+	}
+	outs, err := m.Run(req.inputs)
+	if err != nil {
+		var ie *onnxrt.InputError
+		if errors.As(err, &ie) {
+			writeError(w, http.StatusBadRequest, ie.Error())
+			return
+		}
+		h.observe(ref, start, true)
+		h.logs.log(h.log, time.Now(), slog.LevelWarn, "model failed", "model", ref.Name, "version", ref.Version, "err", err)
+		writeError(w, http.StatusInternalServerError, "model "+ref.String()+" failed: "+err.Error())
+		return
+	}
+	if req.outputs != nil {
+		outs = selectOutputs(outs, req.outputs)
+	}
+	// The response reuses the body's buffer: the request is decoded.
+	resp := appendResponse(body[:0], ref.Name, ref.Version, req, outs)
+	if cap(resp) <= maxPooled {
+		*bp = resp
+	}
+	h.observe(ref, start, false)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) observe(ref inference.Ref, start time.Time, failed bool) {
+	if h.rec != nil {
+		h.rec.Observe(ref.Name, ref.Version, time.Since(start), failed)
+	}
+}
+
+// selectOutputs returns the named outputs in the order named.
+func selectOutputs(outs []onnxrt.Tensor, names []string) []onnxrt.Tensor {
+	sel := make([]onnxrt.Tensor, 0, len(names))
+	for _, n := range names {
+		for _, o := range outs {
+			if o.Name == n {
+				sel = append(sel, o)
+				break
+			}
+		}
+	}
+	return sel
+}

@@ -1,0 +1,5 @@
+package outbox
+
+import "github.com/dgraph-io/badger/v4"
+
+type badgerTxn = badger.Txn
