@@ -246,7 +246,7 @@ func TestBadInput(t *testing.T) {
 func TestForeignManifestRejected(t *testing.T) {
 	onnxrt.MustInitForTest(t)
 	addr := freeAddr(t)
-	srv := mochi.New(&mochi.Options{InlineClient: true})
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: testLogger(t)})
 	srv.AddHook(new(auth.AllowHook), nil)
 	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})); err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ import (
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(_ testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -310,3 +310,16 @@ func fileWithDigest(dir, digest string) bool {
 }
 
 var _ = math.Abs
+
+func newBenchAgent(dir, server, tok string) (*agent.Agent, error) {
+	return agent.New(agent.Config{
+		DataDir:         dir,
+		ServerURL:       server,
+		DeviceID:        "bench",
+		EnrollToken:     agent.Secret(tok),
+		APIAddr:         "127.0.0.1:0",
+		TelemetryWindow: time.Second,
+		IntraOpThreads:  1,
+		Logger:          slog.New(slog.DiscardHandler),
+	})
+}

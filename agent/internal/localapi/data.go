@@ -44,7 +44,7 @@ func floatSpecial(s *scanner) (float64, bool) {
 	return 0, false
 }
 
-func parseFloat[T float32 | float64](bits int, conv func([]byte) (T, bool)) parser[T] {
+func parseFloat[T float32 | float64](bits int, conv func(number) (T, bool)) parser[T] {
 	tooBig := fmt.Sprintf("is out of range for FP%d", bits)
 	return func(s *scanner) (T, string) {
 		if s.peek() == '"' {
@@ -53,11 +53,11 @@ func parseFloat[T float32 | float64](bits int, conv func([]byte) (T, bool)) pars
 			}
 			return 0, notNumber
 		}
-		tok, _, ok := s.number()
+		n, ok := s.number()
 		if !ok {
 			return 0, notNumber
 		}
-		f, ok := conv(tok)
+		f, ok := conv(n)
 		if !ok {
 			return 0, tooBig
 		}
@@ -69,18 +69,25 @@ func parseSigned[T int8 | int16 | int32 | int64](dt onnxrt.DataType, bits int) p
 	lo, hi := int64(-1)<<(bits-1), int64(1)<<(bits-1)-1
 	tooBig := fmt.Sprintf("is out of range for %s (%d to %d)", dt, lo, hi)
 	return func(s *scanner) (T, string) {
-		tok, integer, ok := s.number()
-		if !ok {
+		n, ok := s.number()
+		switch {
+		case !ok:
 			return 0, notNumber
-		}
-		if integer {
-			v, err := strconv.ParseInt(unsafeString(tok), 10, bits)
-			if err != nil {
+		case n.integer && n.fits:
+			if n.neg {
+				if n.m > uint64(hi)+1 {
+					return 0, tooBig
+				}
+				return T(-int64(n.m)), "" // -2^63 wraps to itself
+			}
+			if n.m > uint64(hi) {
 				return 0, tooBig
 			}
-			return T(v), ""
+			return T(n.m), ""
+		case n.integer:
+			return 0, tooBig // 20 digits or more
 		}
-		f, err := strconv.ParseFloat(unsafeString(tok), 64)
+		f, err := strconv.ParseFloat(unsafeString(n.tok), 64)
 		switch {
 		case err != nil || f < float64(lo) || f >= -float64(lo):
 			return 0, tooBig
@@ -95,24 +102,28 @@ func parseUnsigned[T uint8 | uint16 | uint32 | uint64](dt onnxrt.DataType, bits 
 	hi := uint64(1)<<(bits-1)<<1 - 1
 	tooBig := fmt.Sprintf("is out of range for %s (0 to %d)", dt, hi)
 	return func(s *scanner) (T, string) {
-		tok, integer, ok := s.number()
-		if !ok {
+		n, ok := s.number()
+		switch {
+		case !ok:
 			return 0, notNumber
-		}
-		if integer {
-			if tok[0] == '-' {
-				if string(tok) == "-0" {
-					return 0, ""
-				}
+		case n.integer && n.neg:
+			if n.m == 0 && n.fits {
+				return 0, "" // -0
+			}
+			return 0, tooBig
+		case n.integer && n.fits:
+			if n.m > hi {
 				return 0, tooBig
 			}
-			v, err := strconv.ParseUint(unsafeString(tok), 10, bits)
+			return T(n.m), ""
+		case n.integer:
+			v, err := strconv.ParseUint(unsafeString(n.tok), 10, bits)
 			if err != nil {
 				return 0, tooBig
 			}
 			return T(v), ""
 		}
-		f, err := strconv.ParseFloat(unsafeString(tok), 64)
+		f, err := strconv.ParseFloat(unsafeString(n.tok), 64)
 		switch {
 		case err != nil || f < 0 || f >= 2*float64(uint64(1)<<(bits-1)):
 			return 0, tooBig
@@ -163,6 +174,9 @@ var (
 func decodeData(s *scanner, in *inputReq, n int) (any, error) {
 	switch in.datatype {
 	case onnxrt.FP32:
+		if out, ok := fastFP32(s, n); ok {
+			return out, nil
+		}
 		return decodeTyped(s, in, n, fp32Parser)
 	case onnxrt.FP64:
 		return decodeTyped(s, in, n, fp64Parser)
@@ -188,6 +202,57 @@ func decodeData(s *scanner, in *inputReq, n int) (any, error) {
 		return decodeTyped(s, in, n, parseString)
 	}
 	return nil, badRequest("input %q: datatype %s cannot be decoded", in.name, in.datatype)
+}
+
+// fastFP32 decodes a flat array of exactly n plain numbers, the common
+// request, without the generic decoder's indirect calls. On anything else
+// it leaves s where it was and returns false, and the generic decoder
+// takes over (and words any error).
+func fastFP32(s *scanner, n int) ([]float32, bool) {
+	save := s.i
+	if s.peek() != '[' || n > (len(s.b)-s.i+1)/2 {
+		return nil, false
+	}
+	s.i++
+	s.ws()
+	out := make([]float32, n)
+	count := 0
+	if s.peek() == ']' {
+		s.i++
+	} else {
+		for {
+			num, ok := s.number()
+			if !ok || count == n {
+				s.i = save
+				return nil, false
+			}
+			f, ok := fastFloat32(num)
+			if !ok {
+				if f, ok = parseFloat32(num); !ok {
+					s.i = save
+					return nil, false
+				}
+			}
+			out[count] = f
+			count++
+			s.ws()
+			if c := s.peek(); c == ',' {
+				s.i++
+				s.ws()
+				continue
+			} else if c == ']' {
+				s.i++
+				break
+			}
+			s.i = save
+			return nil, false
+		}
+	}
+	if count != n {
+		s.i = save
+		return nil, false
+	}
+	return out, true
 }
 
 // decoder fills out with the values of one tensor.

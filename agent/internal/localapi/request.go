@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -206,14 +207,14 @@ func parseShape(s *scanner, in *inputReq) ([]int64, error) {
 	for {
 		s.ws()
 		at := s.i
-		tok, integer, ok := s.number()
-		if !ok || !integer {
+		n, ok := s.number()
+		if !ok || !n.integer {
 			return nil, badRequest(`input %s: "shape" must hold whole numbers; found %s`, in.label(), snippet(s.b[at:]))
 		}
-		d, err := strconv.ParseInt(unsafeString(tok), 10, 64)
-		if err != nil || d < 0 {
-			return nil, badRequest(`input %s: shape dimension %s is not a size; give each dimension's actual size (≥ 0)`, in.label(), string(tok))
+		if n.neg || !n.fits || n.m > math.MaxInt64 {
+			return nil, badRequest(`input %s: shape dimension %s is not a size; give each dimension's actual size (≥ 0)`, in.label(), string(n.tok))
 		}
+		d := int64(n.m)
 		if len(shape) == maxRank {
 			return nil, badRequest(`input %s: shape has more than %d dimensions`, in.label(), maxRank)
 		}

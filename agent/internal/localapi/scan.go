@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -109,54 +110,125 @@ func (s *scanner) sepOrEnd(close byte) (more bool, err error) {
 	return false, s.errExpected(fmt.Sprintf("',' or %q", close))
 }
 
-// number scans a JSON number and returns its text; integer reports that it
-// has no fraction or exponent. ok is false (and nothing is consumed) when no
-// number starts here.
-func (s *scanner) number() (tok []byte, integer, ok bool) {
+// number is a scanned JSON number: its text, and its value as ±m·10^e
+// when the digits fit m (fits).
+type number struct {
+	tok     []byte
+	integer bool // no fraction or exponent
+	neg     bool
+	fits    bool // at most 19 significant digits
+	m       uint64
+	e       int
+}
+
+// number scans a JSON number, reading its digits as it checks them. ok is
+// false (and nothing is consumed) when no number starts here.
+func (s *scanner) number() (n number, ok bool) {
 	b, i := s.b, s.i
 	if i < len(b) && b[i] == '-' {
+		n.neg = true
 		i++
 	}
+	nd := 0 // significant digits in m
+	n.fits = true
 	switch {
 	case i >= len(b):
-		return nil, false, false
+		return n, false
 	case b[i] == '0':
 		i++
 	case '1' <= b[i] && b[i] <= '9':
-		for i++; i < len(b) && isDigit(b[i]); i++ {
+		for ; i < len(b) && isDigit(b[i]); i++ {
+			if nd < 19 {
+				n.m = n.m*10 + uint64(b[i]-'0')
+				nd++
+			} else {
+				n.fits = false
+			}
 		}
 	default:
-		return nil, false, false
+		return n, false
 	}
-	integer = true
+	n.integer = true
 	if i < len(b) && b[i] == '.' {
 		i++
 		d := i
-		for i < len(b) && isDigit(b[i]) {
-			i++
+		if n.m == 0 {
+			for i < len(b) && b[i] == '0' {
+				i++ // leading zeros: not significant
+			}
+		}
+		// Eight digits at a time while they fit.
+		for nd+8 <= 19 && i+8 <= len(b) {
+			v := binary.LittleEndian.Uint64(b[i:])
+			if !eightDigits(v) {
+				break
+			}
+			n.m = n.m*100000000 + uint64(parseEight(v))
+			nd += 8
+			i += 8
+		}
+		for ; i < len(b) && isDigit(b[i]); i++ {
+			if nd < 19 {
+				n.m = n.m*10 + uint64(b[i]-'0')
+				nd++
+			} else {
+				n.fits = false
+			}
 		}
 		if i == d {
-			return nil, false, false
+			return n, false
 		}
-		integer = false
+		n.e = -(i - d) // every fraction digit scales by 10⁻¹ …
+		n.integer = false
+	}
+	if !n.fits {
+		// … except the digits beyond 19 not in m; the fallback re-reads
+		// the token anyway, so only its validity matters now.
+		n.e = 0
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
+		eneg := false
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
 			i++
 		}
 		d := i
-		for i < len(b) && isDigit(b[i]) {
-			i++
+		x := 0
+		for ; i < len(b) && isDigit(b[i]); i++ {
+			if x < 100000 {
+				x = x*10 + int(b[i]-'0')
+			}
 		}
 		if i == d {
-			return nil, false, false
+			return n, false
 		}
-		integer = false
+		if eneg {
+			x = -x
+		}
+		n.e += x
+		n.integer = false
 	}
-	tok = b[s.i:i]
+	n.tok = b[s.i:i]
 	s.i = i
-	return tok, integer, true
+	return n, true
+}
+
+// eightDigits reports whether the eight bytes of v (little-endian) are all
+// ASCII digits.
+func eightDigits(v uint64) bool {
+	return (v&0xF0F0F0F0F0F0F0F0)|(((v+0x0606060606060606)&0xF0F0F0F0F0F0F0F0)>>4) == 0x3333333333333333
+}
+
+// parseEight returns the number the eight ASCII digits of v spell, the
+// first byte most significant (as in simdjson and fast_float).
+func parseEight(v uint64) uint32 {
+	const mask = 0x000000FF000000FF
+	const mul1 = 0x000F424000000064 // 100 + (1000000 << 32)
+	const mul2 = 0x0000271000000001 // 1 + (10000 << 32)
+	v -= 0x3030303030303030
+	v = v*10 + v>>8
+	return uint32((((v & mask) * mul1) + (((v >> 16) & mask) * mul2)) >> 32)
 }
 
 // rawString scans a JSON string at s.i and returns its contents between
@@ -342,7 +414,7 @@ func (s *scanner) skip(depth int) error {
 	case c == 'n':
 		return s.literal("null")
 	default:
-		if _, _, ok := s.number(); !ok {
+		if _, ok := s.number(); !ok {
 			return s.errExpected("a JSON value")
 		}
 		return nil
