@@ -44,7 +44,7 @@ func floatSpecial(s *scanner) (float64, bool) {
 	return 0, false
 }
 
-func parseFloat[T float32 | float64](bits int, conv func(number) (T, bool)) parser[T] {
+func parseFloat[T float32 | float64](bits int, conv func(*number) (T, bool)) parser[T] {
 	tooBig := fmt.Sprintf("is out of range for FP%d", bits)
 	return func(s *scanner) (T, string) {
 		if s.peek() == '"' {
@@ -53,11 +53,11 @@ func parseFloat[T float32 | float64](bits int, conv func(number) (T, bool)) pars
 			}
 			return 0, notNumber
 		}
-		n, ok := s.number()
-		if !ok {
+		var n number
+		if !s.number(&n) {
 			return 0, notNumber
 		}
-		f, ok := conv(n)
+		f, ok := conv(&n)
 		if !ok {
 			return 0, tooBig
 		}
@@ -69,9 +69,9 @@ func parseSigned[T int8 | int16 | int32 | int64](dt onnxrt.DataType, bits int) p
 	lo, hi := int64(-1)<<(bits-1), int64(1)<<(bits-1)-1
 	tooBig := fmt.Sprintf("is out of range for %s (%d to %d)", dt, lo, hi)
 	return func(s *scanner) (T, string) {
-		n, ok := s.number()
+		var n number
 		switch {
-		case !ok:
+		case !s.number(&n):
 			return 0, notNumber
 		case n.integer && n.fits:
 			if n.neg {
@@ -102,9 +102,9 @@ func parseUnsigned[T uint8 | uint16 | uint32 | uint64](dt onnxrt.DataType, bits 
 	hi := uint64(1)<<(bits-1)<<1 - 1
 	tooBig := fmt.Sprintf("is out of range for %s (0 to %d)", dt, hi)
 	return func(s *scanner) (T, string) {
-		n, ok := s.number()
+		var n number
 		switch {
-		case !ok:
+		case !s.number(&n):
 			return 0, notNumber
 		case n.integer && n.neg:
 			if n.m == 0 && n.fits {
@@ -217,18 +217,19 @@ func fastFP32(s *scanner, n int) ([]float32, bool) {
 	s.ws()
 	out := make([]float32, n)
 	count := 0
+	var num number
 	if s.peek() == ']' {
 		s.i++
 	} else {
 		for {
-			num, ok := s.number()
+			ok := s.number(&num)
 			if !ok || count == n {
 				s.i = save
 				return nil, false
 			}
-			f, ok := fastFloat32(num)
+			f, ok := fastFloat32(&num)
 			if !ok {
-				if f, ok = parseFloat32(num); !ok {
+				if f, ok = parseFloat32(&num); !ok {
 					s.i = save
 					return nil, false
 				}

@@ -21,7 +21,7 @@ var (
 
 // parseFloat32 converts a JSON number to the nearest float32, as
 // strconv.ParseFloat(tok, 32) does; ok is false when it is out of range.
-func parseFloat32(n number) (float32, bool) {
+func parseFloat32(n *number) (float32, bool) {
 	if f, ok := fastFloat32(n); ok {
 		return f, true
 	}
@@ -37,7 +37,7 @@ func parseFloat32(n number) (float32, bool) {
 // unless the exact value and the approximation straddle a point halfway
 // between two float32s, which needs the approximation within those 3 units
 // of one: then it gives up and strconv decides.
-func fastFloat32(n number) (float32, bool) {
+func fastFloat32(n *number) (float32, bool) {
 	if !n.fits || n.e < -22 || n.e > 22 {
 		return 0, false
 	}
@@ -73,7 +73,7 @@ func fastFloat32(n number) (float32, bool) {
 
 // parseFloat64 converts a JSON number to the nearest float64; ok is false
 // when it is out of range.
-func parseFloat64(n number) (float64, bool) {
+func parseFloat64(n *number) (float64, bool) {
 	// Clinger's fast path: m and 10^|e| are exact in float64, so one
 	// rounding gives the correctly rounded result.
 	if n.fits && n.m <= 1<<53 && n.e >= -22 && n.e <= 22 {

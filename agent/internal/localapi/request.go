@@ -207,8 +207,8 @@ func parseShape(s *scanner, in *inputReq) ([]int64, error) {
 	for {
 		s.ws()
 		at := s.i
-		n, ok := s.number()
-		if !ok || !n.integer {
+		var n number
+		if !s.number(&n) || !n.integer {
 			return nil, badRequest(`input %s: "shape" must hold whole numbers; found %s`, in.label(), snippet(s.b[at:]))
 		}
 		if n.neg || !n.fits || n.m > math.MaxInt64 {

@@ -123,7 +123,8 @@ type number struct {
 
 // number scans a JSON number, reading its digits as it checks them. ok is
 // false (and nothing is consumed) when no number starts here.
-func (s *scanner) number() (n number, ok bool) {
+func (s *scanner) number(n *number) bool {
+	*n = number{}
 	b, i := s.b, s.i
 	if i < len(b) && b[i] == '-' {
 		n.neg = true
@@ -133,7 +134,7 @@ func (s *scanner) number() (n number, ok bool) {
 	n.fits = true
 	switch {
 	case i >= len(b):
-		return n, false
+		return false
 	case b[i] == '0':
 		i++
 	case '1' <= b[i] && b[i] <= '9':
@@ -146,7 +147,7 @@ func (s *scanner) number() (n number, ok bool) {
 			}
 		}
 	default:
-		return n, false
+		return false
 	}
 	n.integer = true
 	if i < len(b) && b[i] == '.' {
@@ -176,7 +177,7 @@ func (s *scanner) number() (n number, ok bool) {
 			}
 		}
 		if i == d {
-			return n, false
+			return false
 		}
 		n.e = -(i - d) // every fraction digit scales by 10⁻¹ …
 		n.integer = false
@@ -201,7 +202,7 @@ func (s *scanner) number() (n number, ok bool) {
 			}
 		}
 		if i == d {
-			return n, false
+			return false
 		}
 		if eneg {
 			x = -x
@@ -211,7 +212,7 @@ func (s *scanner) number() (n number, ok bool) {
 	}
 	n.tok = b[s.i:i]
 	s.i = i
-	return n, true
+	return true
 }
 
 // eightDigits reports whether the eight bytes of v (little-endian) are all
@@ -414,7 +415,8 @@ func (s *scanner) skip(depth int) error {
 	case c == 'n':
 		return s.literal("null")
 	default:
-		if _, ok := s.number(); !ok {
+		var n number
+		if !s.number(&n) {
 			return s.errExpected("a JSON value")
 		}
 		return nil

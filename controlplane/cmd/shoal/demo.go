@@ -127,18 +127,29 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 		cp.Close()
 		return fmt.Errorf("start control plane: %w", err)
 	}
-	runCtx, stopAll := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); cp.Run(runCtx) }()
+	// The agents stop first, so that their last telemetry reaches the
+	// control plane; then the control plane stops.
+	cpCtx, stopCP := context.WithCancel(context.WithoutCancel(ctx))
+	agentCtx, stopAgents := context.WithCancel(context.WithoutCancel(ctx))
+	var cpWG, agentWG sync.WaitGroup
+	cpWG.Add(1)
+	go func() { defer cpWG.Done(); cp.Run(cpCtx) }()
 	var agents []*demoAgent
+	var pred predictor
 	defer func() {
-		say("shutting down: agents flush their telemetry, then the control plane stops")
-		stopAll()
-		wg.Wait()
+		say("shutting down: agents flush their telemetry to the control plane, then it stops")
+		stopAgents()
+		agentWG.Wait()
 		for _, a := range agents {
 			a.a.Close()
 		}
+		if c, err := client.New(cp.URL()); err == nil {
+			if s, err := c.Telemetry(context.Background(), ""); err == nil {
+				say("final count: %d predictions made, %d recorded by the control plane", pred.total(), s.Total.Predictions)
+			}
+		}
+		stopCP()
+		cpWG.Wait()
 		cp.Close()
 	}()
 	say("control plane up: API %s, MQTT %s (embedded broker), data in %s", cp.URL(), cp.MQTTAddr(), dir)
@@ -171,8 +182,8 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 		}
 		da := &demoAgent{id: id, a: a, api: "http://" + a.APIAddr()}
 		agents = append(agents, da)
-		wg.Add(1)
-		go func() { defer wg.Done(); a.Run(runCtx) }()
+		agentWG.Add(1)
+		go func() { defer agentWG.Done(); a.Run(agentCtx) }()
 	}
 	if err := waitFor(ctx, 30*time.Second, func() (bool, string) {
 		devs, err := c.Devices(ctx)
@@ -191,7 +202,6 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 	}
 
 	// v1: make, push (the control plane checks it with ONNX Runtime and signs it), deploy.
-	pred := &predictor{}
 	for version := 1; version <= 2; version++ {
 		if err := ctx.Err(); err != nil {
 			return nil
@@ -248,10 +258,6 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 	for {
 		select {
 		case <-ctx.Done():
-			s, err := c.Telemetry(context.Background(), "")
-			if err == nil {
-				say("made %d predictions; the control plane has stored telemetry for %d of them so far (the rest is in the agents' outboxes)", pred.total(), s.Total.Predictions)
-			}
 			return nil
 		case <-tick.C:
 			if err := pred.round(ctx, agents, say, false); err != nil && ctx.Err() == nil {
