@@ -3,6 +3,7 @@ package localapi
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // requestError is an error with the HTTP status it maps to. Its message is
@@ -31,7 +32,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	w.Write(body)
 }

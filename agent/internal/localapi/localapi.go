@@ -240,7 +240,9 @@ func readBody(w http.ResponseWriter, r *http.Request, buf []byte, limit int64) (
 		return nil, statusError(http.StatusRequestEntityTooLarge, "the body is %d bytes; the limit is %d", r.ContentLength, limit)
 	}
 	if r.ContentLength > int64(cap(buf)) {
-		buf = make([]byte, 0, r.ContentLength)
+		// Trust the header only so far: a client that announces 60 MB
+		// must send them before it gets that much memory.
+		buf = make([]byte, 0, min(r.ContentLength+1, maxPooled))
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	for {

@@ -16,8 +16,12 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/agent/internal/inference"
+	"github.com/shoalfleet/shoal/agent/internal/telemetry"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 )
+
+// The aggregator is the recorder the agent wires in.
+var _ Recorder = (*telemetry.Aggregator)(nil)
 
 type observation struct {
 	model, version string
@@ -120,6 +124,8 @@ func TestHealthAndMetadata(t *testing.T) {
 		{"GET", "/v2/models/mnist/versions/1/ready", 200, `{"name":"mnist","version":"1","ready":true}`},
 		{"GET", "/v2/models/echo%20BYTES", 200, `{"name":"echo BYTES","versions":["1"],"platform":"onnxruntime_onnx",
 			"inputs":[{"name":"in BYTES","datatype":"BYTES","shape":[-1]}],"outputs":[{"name":"out BYTES","datatype":"BYTES","shape":[-1]}]}`},
+		{"GET", "/v2/models/odd%2Fname%20%C3%A9", 200, `{"name":"odd/name é","versions":["1"],"platform":"onnxruntime_onnx",
+			"inputs":[{"name":"x y","datatype":"FP32","shape":[-1]}],"outputs":[{"name":"y z","datatype":"FP32","shape":[-1]}]}`},
 		{"GET", "/v2/models/mnist/versions/2", 404, `model "mnist" version "2" is not loaded; the active version is "1"`},
 		{"GET", "/v2/models/mnist/versions/2/ready", 404, `version "2" is not loaded`},
 		{"POST", "/v2/models/mnist/versions/2/infer", 404, `version "2" is not loaded`},
@@ -347,6 +353,11 @@ func TestInferOtherModels(t *testing.T) {
 	r = do(t, srv, "POST", "/v2/models/grid/infer", `{"inputs":[{"name":"grid","datatype":"FP32","shape":[2,2,3],"data":[[[1,2,3],[4,5,6]],[[7,8,9],[10,11,12]]]}]}`)
 	if g := numbers(t, outputs(t, r)["grid out"]["data"]); fmt.Sprint(g) != "[1 2 3 4 5 6 7 8 9 10 11 12]" {
 		t.Errorf("grid = %v", g)
+	}
+	// Escaped model name, names with spaces.
+	r = do(t, srv, "POST", "/v2/models/odd%2Fname%20%C3%A9/versions/1/infer", `{"inputs":[{"name":"x y","datatype":"FP32","shape":[2],"data":[1,2]}],"outputs":[{"name":"y z"}]}`)
+	if y := outputs(t, r)["y z"]; r.body["model_name"] != "odd/name é" || fmt.Sprint(numbers(t, y["data"])) != "[1 2]" {
+		t.Errorf("odd name = %s", r.raw)
 	}
 	// onnxruntime_go cannot make a tensor of rank 0: a clear 400, not a 500.
 	r = do(t, srv, "POST", "/v2/models/scalar/infer", `{"inputs":[{"name":"x","datatype":"FP32","shape":[],"data":[2.5]}]}`)

@@ -131,5 +131,6 @@ func testSet(t testing.TB) *inference.Set {
 	s.Swap(load(t, ortTestData(t, "example_multitype.onnx"), "multi", "1"))
 	s.Swap(load(t, ortTestData(t, "example_float16.onnx"), "fp16", "1"))
 	s.Swap(load(t, ortTestData(t, "example_strings.onnx"), "strings", "1"))
+	s.Swap(load(t, identityModel(t, onnxrt.FP32, []int64{-1}, "x y", "y z"), "odd/name é", "1"))
 	return s
 }

@@ -149,7 +149,9 @@ func (s *Sender) HandleAckPayload(p []byte) error {
 	return nil
 }
 
-// Flush waits until every queued record is acked, or ctx is done.
+// Flush asks for a send now and waits until every queued record is acked
+// (so Run must be running and the link up for it to succeed), or until ctx
+// is done.
 func (s *Sender) Flush(ctx context.Context) error {
 	s.signal()
 	for {

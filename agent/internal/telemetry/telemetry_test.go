@@ -9,8 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalfleet/shoal/agent/internal/outbox"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
+
+// The outbox is the sink the agent wires in.
+var _ Sink = (*outbox.Outbox)(nil)
 
 // memSink stores records; it refuses them while fail is set.
 type memSink struct {
