@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -34,7 +35,11 @@ func newModelPushCmd(o *rootOptions) *cobra.Command {
 				return fmt.Errorf("open model file: %w", err)
 			}
 			defer f.Close()
-			mv, err := c.PushModel(cmd.Context(), name, version, f)
+			var body io.Reader = f
+			if fi, err := f.Stat(); err == nil {
+				body = withProgress(f, o.stderr, "uploading "+args[0], fi.Size())
+			}
+			mv, err := c.PushModel(cmd.Context(), name, version, body)
 			if err != nil {
 				return fmt.Errorf("push %s as %s %s: %w", args[0], name, version, err)
 			}
