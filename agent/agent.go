@@ -36,6 +36,7 @@ import (
 	"github.com/shoalfleet/shoal/agent/internal/reconcile"
 	"github.com/shoalfleet/shoal/agent/internal/telemetry"
 	"github.com/shoalfleet/shoal/internal/buildinfo"
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
@@ -293,11 +294,11 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 		return err
 	}
 
-	ackLog := logLimiter{every: time.Minute}
+	ackLog := lograte.New(time.Minute, 1, nil)
 	lk.OnDesired(rec.SetDesired)
 	lk.OnAck(func(p []byte) {
 		if err := sender.HandleAckPayload(p); err != nil {
-			ackLog.log(a.log, slog.LevelWarn, "dropped a malformed ack", "err", err)
+			ackLog.Log(a.log, slog.LevelWarn, "", "dropped a malformed ack", "err", err)
 		}
 	})
 	lk.OnConnectionChange(func(up bool) {
@@ -329,7 +330,7 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 // plane cannot be reached, and stores it.
 func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
-	logs := logLimiter{every: time.Minute}
+	logs := lograte.New(time.Minute, 1, nil)
 	delay := time.Second
 	for {
 		id, err := enroll(ctx, client, a.cfg.ServerURL, a.cfg.DeviceID, a.cfg.EnrollToken, a.cfg.Profile)
@@ -344,7 +345,7 @@ func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 		if errors.As(err, &refused) {
 			return nil, err
 		}
-		logs.log(a.log, slog.LevelWarn, "cannot reach the control plane to enroll; retrying", "server", a.cfg.ServerURL, "retry_in", delay, "err", err)
+		logs.Log(a.log, slog.LevelWarn, "", "cannot reach the control plane to enroll; retrying", "server", a.cfg.ServerURL, "retry_in", delay, "err", err)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

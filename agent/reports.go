@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/lograte"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -28,7 +29,7 @@ type reportPublisher struct {
 	pub   publisher
 	topic string
 	log   *slog.Logger
-	logs  logLimiter
+	logs  *lograte.Limiter
 
 	mu        sync.Mutex
 	latest    *shoalv1.ReportedState
@@ -38,7 +39,7 @@ type reportPublisher struct {
 }
 
 func newReportPublisher(pub publisher, topic string, log *slog.Logger) *reportPublisher {
-	return &reportPublisher{pub: pub, topic: topic, log: log, logs: logLimiter{every: time.Minute}, wake: make(chan struct{}, 1)}
+	return &reportPublisher{pub: pub, topic: topic, log: log, logs: lograte.New(time.Minute, 1, nil), wake: make(chan struct{}, 1)}
 }
 
 // Set records a new reported state (the reconciler's Reporter).
@@ -92,7 +93,7 @@ func (p *reportPublisher) Run(ctx context.Context) error {
 			err = p.pub.Publish(p.topic, payload, true)
 		}
 		if err != nil {
-			p.logs.log(p.log, slog.LevelWarn, "could not publish the reported state; will retry", "err", err)
+			p.logs.Log(p.log, slog.LevelWarn, "", "could not publish the reported state; will retry", "err", err)
 			p.mu.Lock()
 			if p.latest == rs {
 				p.dirty = true

@@ -45,53 +45,21 @@ func SampleInputs(specs []TensorSpec, seed uint64) ([]Tensor, error) {
 			}
 			t.Data = d
 		case INT8:
-			d := make([]int8, n)
-			for j := range d {
-				d[j] = int8(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[int8](r, n)
 		case INT16:
-			d := make([]int16, n)
-			for j := range d {
-				d[j] = int16(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[int16](r, n)
 		case INT32:
-			d := make([]int32, n)
-			for j := range d {
-				d[j] = int32(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[int32](r, n)
 		case INT64:
-			d := make([]int64, n)
-			for j := range d {
-				d[j] = int64(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[int64](r, n)
 		case UINT8:
-			d := make([]uint8, n)
-			for j := range d {
-				d[j] = uint8(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[uint8](r, n)
 		case UINT16:
-			d := make([]uint16, n)
-			for j := range d {
-				d[j] = uint16(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[uint16](r, n)
 		case UINT32:
-			d := make([]uint32, n)
-			for j := range d {
-				d[j] = uint32(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[uint32](r, n)
 		case UINT64:
-			d := make([]uint64, n)
-			for j := range d {
-				d[j] = uint64(r.IntN(4))
-			}
-			t.Data = d
+			t.Data = smallInts[uint64](r, n)
 		case BOOL:
 			d := make([]bool, n)
 			for j := range d {
@@ -110,6 +78,15 @@ func SampleInputs(specs []TensorSpec, seed uint64) ([]Tensor, error) {
 		out[i] = t
 	}
 	return out, nil
+}
+
+// smallInts returns n integers in [0,4).
+func smallInts[T int8 | int16 | int32 | int64 | uint8 | uint16 | uint32 | uint64](r *rand.Rand, n int) []T {
+	d := make([]T, n)
+	for j := range d {
+		d[j] = T(r.IntN(4))
+	}
+	return d
 }
 
 // MakeSelfTest runs the session on deterministic sample inputs and records

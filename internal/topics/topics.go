@@ -8,6 +8,8 @@ package topics
 import (
 	"fmt"
 	"strings"
+
+	"github.com/shoalfleet/shoal/internal/names"
 )
 
 // DefaultPrefix is the topic prefix used unless configured otherwise.
@@ -54,12 +56,8 @@ func ValidateDeviceID(id string) error {
 	if id[0] == '.' || id[0] == '-' {
 		return fmt.Errorf("device id %q must not start with %q", id, id[0])
 	}
-	for i, r := range id {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return fmt.Errorf("device id %q has %q at position %d; use letters, digits, '.', '_' and '-'", id, r, i)
-		}
+	if i, r, bad := names.FirstBad(id); bad {
+		return fmt.Errorf("device id %q has %q at position %d; use letters, digits, '.', '_' and '-'", id, r, i)
 	}
 	return nil
 }

@@ -90,6 +90,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -222,7 +223,9 @@ type Link struct {
 	wake    chan struct{}
 	closing chan struct{}
 
-	attemptLog, lostLog, dropLog logLimiter
+	// One limiter per kind of line, each with one key: every line of a kind
+	// shares its budget.
+	attemptLog, lostLog, dropLog *lograte.Limiter
 }
 
 // New returns a Link; nothing connects until Run.
@@ -243,9 +246,9 @@ func New(cfg Config, log *slog.Logger) (*Link, error) {
 		acks:         make(chan []byte, ackQueue),
 		wake:         make(chan struct{}, 1),
 		closing:      make(chan struct{}),
-		attemptLog:   logLimiter{every: time.Minute},
-		lostLog:      logLimiter{every: time.Minute},
-		dropLog:      logLimiter{every: time.Minute},
+		attemptLog:   lograte.New(time.Minute, 1, cfg.Now),
+		lostLog:      lograte.New(time.Minute, 1, cfg.Now),
+		dropLog:      lograte.New(time.Minute, 1, cfg.Now),
 	}
 	// The will is fixed when the client is made, so a time in it would be
 	// stale; it carries none and the receiver uses its own clock.
@@ -445,7 +448,7 @@ func (l *Link) beforeAttempt(broker *url.URL, cfg *tls.Config) *tls.Config {
 	l.attempt++
 	l.mu.Unlock()
 	if d := l.bo.delay(n); d > 0 {
-		l.attemptLog.log(l.log, l.cfg.Now(), slog.LevelInfo, "connecting to the MQTT broker", "attempt", n+1, "after", d.Round(time.Millisecond))
+		l.attemptLog.Log(l.log, slog.LevelInfo, "", "connecting to the MQTT broker", "attempt", n+1, "after", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -507,7 +510,7 @@ func (l *Link) subscribe(epoch uint64) bool {
 		if err == nil {
 			return true
 		}
-		l.attemptLog.log(l.log, l.cfg.Now(), slog.LevelWarn, "subscribe failed; retrying", "try", try, "err", err)
+		l.attemptLog.Log(l.log, slog.LevelWarn, "", "subscribe failed; retrying", "try", try, "err", err)
 		t := time.NewTimer(l.bo.delay(try))
 		select {
 		case <-t.C:
@@ -532,7 +535,7 @@ func (l *Link) onConnectionLost(c mqtt.Client, err error) {
 		l.attempt = 1 // a connection that lasted: start the backoff again
 	}
 	l.mu.Unlock()
-	l.lostLog.log(l.log, now, slog.LevelWarn, "lost the connection to the MQTT broker; reconnecting", "err", err, "up_for", up.Round(time.Second))
+	l.lostLog.Log(l.log, slog.LevelWarn, "", "lost the connection to the MQTT broker; reconnecting", "err", err, "up_for", up.Round(time.Second))
 	l.signal()
 }
 
@@ -542,7 +545,7 @@ func (l *Link) route(_ mqtt.Client, m mqtt.Message) {
 	switch m.Topic() {
 	case l.desiredTopic:
 		if n := len(m.Payload()); n > MaxDesiredBytes {
-			l.dropLog.log(l.log, l.cfg.Now(), slog.LevelWarn, "dropped an oversize desired state", "bytes", n, "limit", MaxDesiredBytes)
+			l.dropLog.Log(l.log, slog.LevelWarn, "", "dropped an oversize desired state", "bytes", n, "limit", MaxDesiredBytes)
 			return
 		}
 		l.mu.Lock()
@@ -551,7 +554,7 @@ func (l *Link) route(_ mqtt.Client, m mqtt.Message) {
 		l.signal()
 	case l.ackTopic:
 		if n := len(m.Payload()); n > MaxAckBytes {
-			l.dropLog.log(l.log, l.cfg.Now(), slog.LevelWarn, "dropped an oversize ack", "bytes", n, "limit", MaxAckBytes)
+			l.dropLog.Log(l.log, slog.LevelWarn, "", "dropped an oversize ack", "bytes", n, "limit", MaxAckBytes)
 			return
 		}
 		select {
@@ -559,10 +562,10 @@ func (l *Link) route(_ mqtt.Client, m mqtt.Message) {
 		default:
 			// The sender resends what stays unacked; the control plane
 			// de-duplicates, so a dropped ack costs bandwidth, not data.
-			l.dropLog.log(l.log, l.cfg.Now(), slog.LevelWarn, "ack queue full; dropped an ack", "queue", ackQueue)
+			l.dropLog.Log(l.log, slog.LevelWarn, "", "ack queue full; dropped an ack", "queue", ackQueue)
 		}
 	default:
-		l.dropLog.log(l.log, l.cfg.Now(), slog.LevelWarn, "message on an unexpected topic", "topic", m.Topic())
+		l.dropLog.Log(l.log, slog.LevelWarn, "", "message on an unexpected topic", "topic", m.Topic())
 	}
 }
 

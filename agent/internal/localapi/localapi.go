@@ -20,6 +20,7 @@ import (
 
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/internal/buildinfo"
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
 
@@ -64,7 +65,7 @@ type handler struct {
 	rec    Recorder
 	cfg    Config
 	log    *slog.Logger
-	logs   logLimiter
+	logs   *lograte.Limiter // for "model failed"
 	mux    *http.ServeMux
 }
 
@@ -80,7 +81,8 @@ func New(models ModelSource, rec Recorder, cfg Config, log *slog.Logger) http.Ha
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{models: models, rec: rec, cfg: cfg, log: log, mux: http.NewServeMux()}
+	// A model failing on every request is logged once a minute.
+	h := &handler{models: models, rec: rec, cfg: cfg, log: log, logs: lograte.New(time.Minute, 1, nil), mux: http.NewServeMux()}
 	route := func(method, path string, f http.HandlerFunc) {
 		h.mux.HandleFunc(method+" "+path, f)
 		// Any other method on the path: 405 with a JSON body.
@@ -301,7 +303,7 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.observe(ref, start, true)
-		h.logs.log(h.log, time.Now(), slog.LevelWarn, "model failed", "model", ref.Name, "version", ref.Version, "err", err)
+		h.logs.Log(h.log, slog.LevelWarn, "", "model failed", "model", ref.Name, "version", ref.Version, "err", err)
 		writeError(w, http.StatusInternalServerError, "model "+ref.String()+" failed: "+err.Error())
 		return
 	}

@@ -29,6 +29,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/shoalfleet/shoal/internal/names"
 )
 
 // Ref names one model version.
@@ -141,12 +143,8 @@ func ValidateName(name string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("model name %q is not allowed", name)
 	}
-	for i, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return fmt.Errorf("model name %q has %q at position %d; use letters, digits, '.', '_' and '-'", name, r, i)
-		}
+	if i, r, bad := names.FirstBad(name); bad {
+		return fmt.Errorf("model name %q has %q at position %d; use letters, digits, '.', '_' and '-'", name, r, i)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/lograte"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -69,14 +70,18 @@ type Options struct {
 	SyncWrites bool
 }
 
+// logEvery is how often a repeated event (the outbox dropping records, a
+// publish failing while the link flaps) is logged at most, so that a device
+// stuck offline does not fill its disk with the same line.
+const logEvery = time.Minute
+
 // Outbox is a durable, bounded queue of telemetry records. Its methods may
 // be called from many goroutines.
 type Outbox struct {
 	db   *badger.DB
 	log  *slog.Logger
 	opts Options
-	now  func() time.Time // for rate-limited logs only
-	logs logLimiter
+	logs *lograte.Limiter // for dropping records when full
 
 	mu      sync.Mutex
 	closed  bool
@@ -111,7 +116,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open outbox in %s: %w", dir, err)
 	}
-	o := &Outbox{db: db, log: log, opts: opts, now: time.Now}
+	o := &Outbox{db: db, log: log, opts: opts, logs: lograte.New(logEvery, 1, nil)}
 	if err := o.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open outbox in %s: %w", dir, err)
@@ -230,7 +235,7 @@ func (o *Outbox) Append(rec *shoalv1.TelemetryRecord) (uint64, error) {
 	o.bytes += size - freed
 	if dropped > 0 {
 		o.fresh = fresh
-		o.logs.log(o.log, o.now(), slog.LevelWarn, "outbox full: dropped the oldest telemetry records",
+		o.logs.Log(o.log, slog.LevelWarn, "", "outbox full: dropped the oldest telemetry records",
 			"dropped", dropped, "unreported_drops", fresh.GetRecords(), "first_seq", fresh.GetFirstSeq(), "last_seq", fresh.GetLastSeq(), "max_bytes", o.opts.MaxBytes)
 	}
 	return seq, nil

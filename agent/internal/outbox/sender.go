@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/lograte"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -57,7 +58,7 @@ type Sender struct {
 	cfg  SenderConfig
 	pub  Publisher
 	log  *slog.Logger
-	logs logLimiter
+	logs *lograte.Limiter // keyed by message: see logLimited
 
 	wake chan struct{} // capacity 1: something for Run to look at
 
@@ -83,7 +84,12 @@ func NewSender(o *Outbox, cfg SenderConfig, pub Publisher, log *slog.Logger) *Se
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Sender{o: o, cfg: cfg, pub: pub, log: log, wake: make(chan struct{}, 1), acked: make(chan struct{})}
+	return &Sender{o: o, cfg: cfg, pub: pub, log: log, logs: lograte.New(logEvery, 16, cfg.Now), wake: make(chan struct{}, 1), acked: make(chan struct{})}
+}
+
+// logLimited logs msg at level at most once per logEvery.
+func (s *Sender) logLimited(level slog.Level, msg string, args ...any) {
+	s.logs.Log(s.log, level, msg, msg, args...)
 }
 
 func (s *Sender) signal() {
@@ -116,19 +122,19 @@ func (s *Sender) HandleAck(a *shoalv1.Ack) {
 	case a == nil:
 		return
 	case a.GetDeviceId() != s.cfg.DeviceID:
-		s.logs.log(s.log, s.cfg.Now(), slog.LevelWarn, "ignored an ack for another device", "device_id", a.GetDeviceId())
+		s.logLimited(slog.LevelWarn, "ignored an ack for another device", "device_id", a.GetDeviceId())
 		return
 	case a.GetStream() != shoalv1.Stream_STREAM_TELEMETRY:
-		s.logs.log(s.log, s.cfg.Now(), slog.LevelDebug, "ignored an ack for another stream", "stream", a.GetStream().String())
+		s.logLimited(slog.LevelDebug, "ignored an ack for another stream", "stream", a.GetStream().String())
 		return
 	case a.GetSchemaVersion() > SchemaVersion:
-		s.logs.log(s.log, s.cfg.Now(), slog.LevelWarn, "ignored an ack of a newer schema", "schema_version", a.GetSchemaVersion())
+		s.logLimited(slog.LevelWarn, "ignored an ack of a newer schema", "schema_version", a.GetSchemaVersion())
 		return
 	}
 	s.mu.Lock()
 	if len(s.acks) >= maxQueuedAcks {
 		s.mu.Unlock()
-		s.logs.log(s.log, s.cfg.Now(), slog.LevelWarn, "too many acks waiting; dropped one", "queued", maxQueuedAcks)
+		s.logLimited(slog.LevelWarn, "too many acks waiting; dropped one", "queued", maxQueuedAcks)
 		return
 	}
 	s.acks = append(s.acks, a)
@@ -210,7 +216,7 @@ func (s *Sender) Run(ctx context.Context) error {
 			f, err := s.send()
 			switch {
 			case err != nil:
-				s.logs.log(s.log, s.cfg.Now(), slog.LevelWarn, "telemetry not sent; will retry", "retry_in", s.cfg.AckTimeout.String(), "err", err)
+				s.logLimited(slog.LevelWarn, "telemetry not sent; will retry", "retry_in", s.cfg.AckTimeout.String(), "err", err)
 				backoff = true
 				timer.Reset(s.cfg.AckTimeout)
 			case f != nil:
@@ -264,12 +270,12 @@ func (s *Sender) send() (*flight, error) {
 func (s *Sender) apply(a *shoalv1.Ack) {
 	first, last := a.GetFirstSeq(), a.GetLastSeq()
 	if first > last || last > s.o.LastSeq() {
-		s.logs.log(s.log, s.cfg.Now(), slog.LevelWarn, "ignored an ack for records never sent", "first_seq", first, "last_seq", last, "last_assigned", s.o.LastSeq())
+		s.logLimited(slog.LevelWarn, "ignored an ack for records never sent", "first_seq", first, "last_seq", last, "last_assigned", s.o.LastSeq())
 		return
 	}
 	if err := s.o.Ack(first, last); err != nil {
 		if !errors.Is(err, ErrClosed) {
-			s.logs.log(s.log, s.cfg.Now(), slog.LevelError, "cannot delete acked telemetry", "err", err)
+			s.logLimited(slog.LevelError, "cannot delete acked telemetry", "err", err)
 		}
 		return
 	}

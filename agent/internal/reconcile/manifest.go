@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/agent/internal/modelstore"
+	"github.com/shoalfleet/shoal/internal/names"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -157,12 +158,8 @@ func validateVersion(v string) error {
 	if len(v) > MaxVersionLen {
 		return fmt.Errorf("model version is %d characters; at most %d are allowed", len(v), MaxVersionLen)
 	}
-	for i, r := range v {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return fmt.Errorf("model version %q has %q at position %d; use letters, digits, '.', '_' and '-'", v, r, i)
-		}
+	if i, r, bad := names.FirstBad(v); bad {
+		return fmt.Errorf("model version %q has %q at position %d; use letters, digits, '.', '_' and '-'", v, r, i)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
@@ -38,7 +39,7 @@ type deviceHook struct {
 	auth    Authenticator
 	service *Credential
 	log     *slog.Logger
-	limit   *logLimiter
+	limit   *lograte.Limiter
 
 	badCredentials, clientIDRefused, willRefused atomic.Uint64
 	publishRefused, subscribeRefused             atomic.Uint64
@@ -149,15 +150,8 @@ func (h *deviceHook) underPrefix(topic string) bool {
 }
 
 func (h *deviceHook) logRefusal(what string, cl *mqtt.Client, reason string, attrs ...any) {
-	ok, suppressed := h.limit.allow(what + "\x00" + cl.ID)
-	if !ok {
-		return
-	}
 	args := append([]any{"client", clip(cl.ID), "remote", cl.Net.Remote, "reason", reason}, attrs...)
-	if suppressed > 0 {
-		args = append(args, "suppressed", suppressed)
-	}
-	h.log.Warn("MQTT "+what+" refused", args...)
+	h.limit.Log(h.log, slog.LevelWarn, what+"\x00"+cl.ID, "MQTT "+what+" refused", args...)
 }
 
 // equalSecret compares in constant time; hashing first hides the length.

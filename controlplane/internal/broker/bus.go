@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // Bus is the control plane's view of MQTT. Every message is QoS 1.
@@ -63,6 +65,16 @@ func checkPublish(topic string, payload []byte) error {
 	}
 	if len(payload) > MaxPacketBytes-len(topic)-16 {
 		return fmt.Errorf("publish on %q: payload is %d bytes; an MQTT packet may hold at most %d", topic, len(payload), MaxPacketBytes)
+	}
+	return nil
+}
+
+func checkSubscribe(filter string, h func(topic string, payload []byte)) error {
+	if h == nil {
+		return errors.New("subscribe: handler is nil")
+	}
+	if !mqtt.IsValidFilter(filter, false) {
+		return fmt.Errorf("subscribe: %q is not a valid MQTT topic filter", filter)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shoalfleet/shoal/internal/lograte"
 )
 
 // dispatcher runs message handlers off paho's router goroutine. paho (with
@@ -16,7 +18,7 @@ import (
 // those of one topic (one device's reported state, say) stay in order.
 type dispatcher struct {
 	log  *slog.Logger
-	lim  *logLimiter
+	lim  *lograte.Limiter
 	seed maphash.Seed
 	// wait bounds how long a full shard may hold up paho's router before
 	// the message is dropped (and counted): long enough to ride out a
@@ -43,7 +45,7 @@ const (
 	dispatchWait       = 5 * time.Second
 )
 
-func newDispatcher(log *slog.Logger, lim *logLimiter) *dispatcher {
+func newDispatcher(log *slog.Logger, lim *lograte.Limiter) *dispatcher {
 	d := &dispatcher{log: log, lim: lim, seed: maphash.MakeSeed(), wait: dispatchWait, done: make(chan struct{})}
 	for range dispatchShards {
 		ch := make(chan delivery, dispatchShardDepth)
@@ -71,10 +73,9 @@ func (d *dispatcher) enqueue(dl delivery) {
 	case <-d.done:
 	case <-t.C:
 		d.dropped.Add(1)
-		if ok, n := d.lim.allow("overload\x00" + dl.filter); ok {
-			d.log.Warn("MQTT handlers are not keeping up; message dropped (telemetry is sent again until acked; retained state comes again on resubscribe)",
-				"filter", dl.filter, "topic", dl.topic, "suppressed", n)
-		}
+		d.lim.Log(d.log, slog.LevelWarn, "overload\x00"+dl.filter,
+			"MQTT handlers are not keeping up; message dropped (telemetry is sent again until acked; retained state comes again on resubscribe)",
+			"filter", dl.filter, "topic", dl.topic)
 	}
 }
 

@@ -6,10 +6,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoalfleet/shoal/internal/lograte"
 )
 
 func TestDispatcherKeepsPerTopicOrder(t *testing.T) {
-	d := newDispatcher(slog.New(&capture{}), newLogLimiter(time.Minute, 16, nil))
+	d := newDispatcher(slog.New(&capture{}), lograte.New(time.Minute, 16, nil))
 	defer d.close()
 	const topicsN, perTopic = 20, 200
 	var mu sync.Mutex
@@ -41,7 +43,7 @@ func TestDispatcherKeepsPerTopicOrder(t *testing.T) {
 
 func TestDispatcherDropsWhenStuck(t *testing.T) {
 	logs := &capture{}
-	d := newDispatcher(slog.New(logs), newLogLimiter(time.Minute, 16, nil))
+	d := newDispatcher(slog.New(logs), lograte.New(time.Minute, 16, nil))
 	d.wait = 10 * time.Millisecond
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)

@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
@@ -72,7 +73,7 @@ type Embedded struct {
 	log  *slog.Logger
 	srv  *mqtt.Server
 	hook *deviceHook
-	lim  *logLimiter
+	lim  *lograte.Limiter
 
 	nextSub atomic.Int64
 
@@ -101,10 +102,10 @@ func NewEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	}
 	cfg.Scheme = topics.New(cfg.Scheme.Prefix)
 
-	lim := newLogLimiter(30*time.Second, 4096, nil)
+	lim := lograte.New(30*time.Second, 4096, nil)
 	// mochi logs a line per refused connection and per dropped packet; its
 	// lines go through a rate limiter keyed by message and error.
-	mochiLog := slog.New(newLimitedHandler(log.With("component", "mqtt").Handler(), newLogLimiter(30*time.Second, 1024, nil)))
+	mochiLog := slog.New(newLimitedHandler(log.With("component", "mqtt").Handler(), lograte.New(30*time.Second, 1024, nil)))
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacketBytes
@@ -190,11 +191,8 @@ func (e *Embedded) Publish(topic string, payload []byte, retained bool) error {
 // of the publishing client's connection, so messages from one device
 // arrive in order, and a slow h slows that device only.
 func (e *Embedded) Subscribe(filter string, h func(topic string, payload []byte)) error {
-	if h == nil {
-		return errors.New("subscribe: handler is nil")
-	}
-	if !mqtt.IsValidFilter(filter, false) {
-		return fmt.Errorf("subscribe: %q is not a valid MQTT topic filter", filter)
+	if err := checkSubscribe(filter, h); err != nil {
+		return err
 	}
 	if e.isClosed() {
 		return ErrClosed
@@ -237,12 +235,10 @@ func (e *Embedded) isClosed() bool {
 
 // deliver calls h, turning a panic into a (rate-limited) log line: one bad
 // message must not take the broker or the client down.
-func deliver(log *slog.Logger, lim *logLimiter, filter string, h func(string, []byte), topic string, payload []byte) {
+func deliver(log *slog.Logger, lim *lograte.Limiter, filter string, h func(string, []byte), topic string, payload []byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			if ok, n := lim.allow("panic\x00" + filter); ok {
-				log.Error("MQTT message handler panicked; message dropped", "filter", filter, "topic", topic, "panic", r, "suppressed", n)
-			}
+			lim.Log(log, slog.LevelError, "panic\x00"+filter, "MQTT message handler panicked; message dropped", "filter", filter, "topic", topic, "panic", r)
 		}
 	}()
 	h(topic, payload)

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/shoalfleet/shoal/internal/lograte"
 )
 
 // ExternalConfig configures the client for an external broker.
@@ -69,7 +70,7 @@ func DialExternal(ctx context.Context, cfg ExternalConfig, log *slog.Logger) (*E
 		return nil, fmt.Errorf("MQTT broker %s: client id is empty; the control plane needs a fixed one to keep its session", broker)
 	}
 	cfg = withExternalDefaults(cfg)
-	lim := newLogLimiter(30*time.Second, 1024, nil)
+	lim := lograte.New(30*time.Second, 1024, nil)
 	x := &External{
 		log:            log.With("component", "mqtt-client", "broker", broker, "client_id", cfg.ClientID),
 		broker:         broker,
@@ -204,11 +205,8 @@ func (x *External) Publish(topic string, payload []byte, retained bool) error {
 // the handler. If the connection is down it is made on reconnect. A
 // filter the broker refuses (SUBACK 0x80) is an error, and forgotten.
 func (x *External) Subscribe(filter string, h func(topic string, payload []byte)) error {
-	if h == nil {
-		return errors.New("subscribe: handler is nil")
-	}
-	if !mqtt.IsValidFilter(filter, false) {
-		return fmt.Errorf("subscribe: %q is not a valid MQTT topic filter", filter)
+	if err := checkSubscribe(filter, h); err != nil {
+		return err
 	}
 	x.mu.Lock()
 	if x.closed {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/names"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
@@ -101,7 +102,7 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 				issued := s.now().UnixMilli()
 				for _, id := range chunk {
 					var rec deviceRecord
-					found, err := getJSON(tx, deviceKey(id), &rec)
+					found, err := store.GetJSON(tx, deviceKey(id), &rec)
 					if err != nil {
 						return err
 					}
@@ -121,7 +122,7 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 					if len(msg) > MaxDesiredStateBytes {
 						return shoalerr.E(shoalerr.TooLarge, op, "desired state of device %q would be %d bytes with model %q; one MQTT message holds at most %d", id, len(msg), modelName, MaxDesiredStateBytes)
 					}
-					if err := putJSON(tx, deviceKey(id), rec); err != nil {
+					if err := store.PutJSON(tx, deviceKey(id), rec); err != nil {
 						return err
 					}
 					res = append(res, DesiredResult{ID: id, Generation: rec.Generation})
@@ -262,7 +263,7 @@ func (s *Service) Republish(ctx context.Context) error {
 			envs := envelopeCache{tx: tx, m: map[string][]byte{}}
 			for _, id := range ids[start:min(start+republishChunk, len(ids))] {
 				var rec deviceRecord
-				if _, err := getJSON(tx, deviceKey(id), &rec); err != nil {
+				if _, err := store.GetJSON(tx, deviceKey(id), &rec); err != nil {
 					return err
 				}
 				msg, err := desiredState(rec, envs.get)
@@ -412,12 +413,8 @@ func validateName(name string) error {
 	if len(name) > 128 {
 		return fmt.Errorf("model name %.20q... is %d characters; at most 128 are allowed", name, len(name))
 	}
-	for i, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return fmt.Errorf("model name %q has %q at position %d; use letters, digits, '.', '_' and '-'", name, r, i)
-		}
+	if i, r, bad := names.FirstBad(name); bad {
+		return fmt.Errorf("model name %q has %q at position %d; use letters, digits, '.', '_' and '-'", name, r, i)
 	}
 	return nil
 }

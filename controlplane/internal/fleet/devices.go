@@ -67,7 +67,7 @@ func (s *Service) List(ctx context.Context) ([]Device, error) {
 				return fmt.Errorf("decode %s: %w", k, err)
 			}
 			var st stateRecord
-			if _, err := getJSON(tx, stateKey(rec.ID), &st); err != nil {
+			if _, err := store.GetJSON(tx, stateKey(rec.ID), &st); err != nil {
 				return err
 			}
 			out = append(out, s.view(rec, st))
@@ -94,10 +94,10 @@ func (s *Service) Get(ctx context.Context, id string) (Device, error) {
 	var found bool
 	err := s.st.View(func(tx store.Tx) error {
 		var err error
-		if found, err = getJSON(tx, deviceKey(id), &rec); err != nil || !found {
+		if found, err = store.GetJSON(tx, deviceKey(id), &rec); err != nil || !found {
 			return err
 		}
-		_, err = getJSON(tx, stateKey(id), &st)
+		_, err = store.GetJSON(tx, stateKey(id), &st)
 		return err
 	})
 	if err != nil {

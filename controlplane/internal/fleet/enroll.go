@@ -80,7 +80,7 @@ func (s *Service) CreateToken(ctx context.Context, ttl time.Duration) (Token, er
 		if err := pruneTokens(tx, now); err != nil {
 			return err
 		}
-		return putJSON(tx, tokenKey(hashHex(tok)), rec)
+		return store.PutJSON(tx, tokenKey(hashHex(tok)), rec)
 	})
 	if err != nil {
 		return Token{}, shoalerr.Wrap(err, shoalerr.Internal, op, "store enrollment token")
@@ -154,7 +154,7 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (Credentials, e
 		found := false
 		if tokHash != "" {
 			var err error
-			if found, err = getJSON(tx, tokenKey(tokHash), &trec); err != nil {
+			if found, err = store.GetJSON(tx, tokenKey(tokHash), &trec); err != nil {
 				return err
 			}
 		}
@@ -172,10 +172,10 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (Credentials, e
 			return fmt.Errorf("read device %q: %w", req.DeviceID, err)
 		}
 		trec.UsedAt, trec.UsedBy = &now, req.DeviceID
-		if err := putJSON(tx, tokenKey(tokHash), trec); err != nil {
+		if err := store.PutJSON(tx, tokenKey(tokHash), trec); err != nil {
 			return err
 		}
-		return putJSON(tx, deviceKey(req.DeviceID), deviceRecord{
+		return store.PutJSON(tx, deviceKey(req.DeviceID), deviceRecord{
 			ID:             req.DeviceID,
 			EnrolledAt:     now,
 			PasswordSHA256: pwHash[:],
@@ -209,7 +209,7 @@ func (s *Service) Authenticate(username, password string) bool {
 	var found bool
 	err := s.st.View(func(tx store.Tx) error {
 		var err error
-		found, err = getJSON(tx, deviceKey(username), &rec)
+		found, err = store.GetJSON(tx, deviceKey(username), &rec)
 		return err
 	})
 	if err != nil {

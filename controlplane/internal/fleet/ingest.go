@@ -155,13 +155,13 @@ func (s *Service) apply(id string, kind topics.Kind, change func(*stateRecord) b
 			return fmt.Errorf("read device: %w", err)
 		}
 		var st stateRecord
-		if _, err := getJSON(tx, stateKey(id), &st); err != nil {
+		if _, err := store.GetJSON(tx, stateKey(id), &st); err != nil {
 			return err
 		}
 		if changed = change(&st); !changed {
 			return nil
 		}
-		return putJSON(tx, stateKey(id), st)
+		return store.PutJSON(tx, stateKey(id), st)
 	})
 	switch {
 	case errors.Is(err, errNotEnrolled):

@@ -1,13 +1,6 @@
 package fleet
 
-import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"time"
-
-	"github.com/shoalfleet/shoal/controlplane/internal/store"
-)
+import "time"
 
 // tokenRecord is a stored enrollment token (the token itself is not kept).
 type tokenRecord struct {
@@ -42,30 +35,4 @@ type stateRecord struct {
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Reported []byte    `json:"reported,omitempty"` // ReportedState protobuf, as received
 	Status   []byte    `json:"status,omitempty"`   // DeviceStatus protobuf, as received
-}
-
-// getJSON reads key into v; found is false if the key is missing.
-func getJSON(tx store.Tx, key []byte, v any) (found bool, err error) {
-	b, err := tx.Get(key)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", key, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return false, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return true, nil
-}
-
-func putJSON(tx store.Tx, key []byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
-	}
-	if err := tx.Set(key, b); err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
-	}
-	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
@@ -35,7 +36,7 @@ type Service struct {
 	scheme topics.Scheme
 	log    *slog.Logger
 	now    func() time.Time
-	lim    *logLimiter
+	lim    *lograte.Limiter
 
 	// desiredMu serialises desired-state changes from persisting to
 	// publishing, so that a device's retained message is always its
@@ -60,8 +61,13 @@ func New(st store.Store, bus Publisher, scheme topics.Scheme, log *slog.Logger, 
 		scheme: topics.New(scheme.Prefix),
 		log:    log,
 		now:    func() time.Time { return now().UTC() },
-		lim:    newLogLimiter(time.Minute, 4096, now),
+		lim:    lograte.New(time.Minute, 4096, now),
 	}
+}
+
+// logLimited logs a warning for (reason, device) at most once per interval.
+func (s *Service) logLimited(reason, device, msg string, args ...any) {
+	s.lim.Log(s.log, slog.LevelWarn, reason+"\x00"+device, msg, args...)
 }
 
 // storeAttempts is how often a transaction is retried on a write conflict.

@@ -165,7 +165,7 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 	err = store.Retry(m.st, storeAttempts, func(tx store.Tx) error {
 		added, dups = 0, 0
 		var c deviceCounters
-		if _, err := getJSON(tx, countersKey(id), &c); err != nil {
+		if _, err := store.GetJSON(tx, countersKey(id), &c); err != nil {
 			return err
 		}
 		for i, r := range b.GetRecords() {
@@ -201,7 +201,7 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 		if !changed {
 			return nil // an acknowledged batch sent again
 		}
-		return putJSON(tx, countersKey(id), c)
+		return store.PutJSON(tx, countersKey(id), c)
 	})
 	return added, dups, err
 }

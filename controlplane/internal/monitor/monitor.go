@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
@@ -31,7 +32,7 @@ type Monitor struct {
 	scheme topics.Scheme
 	log    *slog.Logger
 	now    func() time.Time
-	lim    *logLimiter
+	lim    *lograte.Limiter
 	stats  counters
 }
 
@@ -50,7 +51,7 @@ func New(st store.Store, bus Publisher, scheme topics.Scheme, log *slog.Logger, 
 		scheme: topics.New(scheme.Prefix),
 		log:    log,
 		now:    now,
-		lim:    newLogLimiter(time.Minute, 4096, now),
+		lim:    lograte.New(time.Minute, 4096, now),
 	}
 }
 
@@ -59,12 +60,5 @@ const storeAttempts = 5
 
 // logLimited logs a warning for (reason, device) at most once per interval.
 func (m *Monitor) logLimited(reason, device, msg string, args ...any) {
-	ok, n := m.lim.allow(reason + "\x00" + device)
-	if !ok {
-		return
-	}
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	m.log.Warn(msg, args...)
+	m.lim.Log(m.log, slog.LevelWarn, reason+"\x00"+device, msg, args...)
 }

@@ -62,7 +62,7 @@ func (m *Monitor) Summary(ctx context.Context, deviceID string) (Summary, error)
 		var found bool
 		err := m.st.View(func(tx store.Tx) error {
 			var err error
-			found, err = getJSON(tx, countersKey(deviceID), &c)
+			found, err = store.GetJSON(tx, countersKey(deviceID), &c)
 			return err
 		})
 		if err != nil {

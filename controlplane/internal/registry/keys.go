@@ -2,7 +2,6 @@ package registry
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -45,11 +44,7 @@ func getRecord(tx store.Tx, name, version string) (record, error) {
 }
 
 func putRecord(tx store.Tx, rec record) error {
-	v, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encode version record: %w", err)
-	}
-	return tx.Set(versionKey(rec.Name, rec.Version), v)
+	return store.PutJSON(tx, versionKey(rec.Name, rec.Version), rec)
 }
 
 // nextCounter increments the uint64 counter at key and returns its new value.

@@ -152,17 +152,12 @@ func (r *Registry) receive(ctx context.Context, name, version string, body io.Re
 // existing reports whether name/version is already stored: done with the
 // stored version if its bytes are sha, or done with a Conflict if not.
 func (r *Registry) existing(name, version, sha string) (ModelVersion, bool, error) {
-	var rec record
-	err := r.st.View(func(tx store.Tx) error {
-		var err error
-		rec, err = getRecord(tx, name, version)
-		return err
-	})
+	rec, err := r.viewRecord(name, version)
 	if errors.Is(err, store.ErrNotFound) {
 		return ModelVersion{}, false, nil
 	}
 	if err != nil {
-		return ModelVersion{}, true, fmt.Errorf("registry: read %s %s: %w", name, version, err)
+		return ModelVersion{}, true, err
 	}
 	if err := conflictIfDiffers(rec.ModelVersion, sha); err != nil {
 		return ModelVersion{}, true, err

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/names"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	"github.com/shoalfleet/shoal/internal/trust"
@@ -114,12 +115,8 @@ func ValidateName(field, s string) error {
 	case s == "." || s == "..":
 		return shoalerr.E(shoalerr.Invalid, op, "%s %q is not allowed; %s", field, s, rule)
 	}
-	for i, c := range s {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return shoalerr.E(shoalerr.Invalid, op, "%s %q has %q at position %d; %s", field, s, c, i, rule)
-		}
+	if i, c, bad := names.FirstBad(s); bad {
+		return shoalerr.E(shoalerr.Invalid, op, "%s %q has %q at position %d; %s", field, s, c, i, rule)
 	}
 	return nil
 }
@@ -139,19 +136,30 @@ func (r *Registry) Get(ctx context.Context, name, version string) (ModelVersion,
 	if err := ctx.Err(); err != nil {
 		return ModelVersion{}, err
 	}
+	rec, err := r.viewRecord(name, version)
+	if errors.Is(err, store.ErrNotFound) {
+		return ModelVersion{}, notFound("registry.Get", name, version)
+	}
+	if err != nil {
+		return ModelVersion{}, err
+	}
+	return rec.ModelVersion, nil
+}
+
+// viewRecord reads one version's record in a transaction of its own.
+// Errors: store.ErrNotFound, or the read error wrapped with name and
+// version.
+func (r *Registry) viewRecord(name, version string) (record, error) {
 	var rec record
 	err := r.st.View(func(tx store.Tx) error {
 		var err error
 		rec, err = getRecord(tx, name, version)
 		return err
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return ModelVersion{}, notFound("registry.Get", name, version)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return record{}, fmt.Errorf("registry: read %s %s: %w", name, version, err)
 	}
-	if err != nil {
-		return ModelVersion{}, fmt.Errorf("registry: read %s %s: %w", name, version, err)
-	}
-	return rec.ModelVersion, nil
+	return rec, err
 }
 
 // Signature returns the artifact's cosign blob signature (base64) of one
