@@ -35,10 +35,6 @@ type ExternalConfig struct {
 	KeepAlive, ConnectTimeout, PublishTimeout, MaxReconnectInterval time.Duration
 }
 
-// maxResumeInFlight bounds the publishes paho resends at once after a
-// reconnect.
-const maxResumeInFlight = 64
-
 // External is a Bus on an external MQTT broker (paho, MQTT 3.1.1): a
 // persistent session (clean session false) under a fixed client id,
 // automatic reconnection with backoff, and every registered subscription
@@ -95,9 +91,12 @@ func DialExternal(ctx context.Context, cfg ExternalConfig, log *slog.Logger) (*E
 		SetPingTimeout(cfg.KeepAlive / 2).
 		SetConnectTimeout(cfg.ConnectTimeout).
 		SetWriteTimeout(cfg.PublishTimeout).
-		// After a reconnect paho resends every unacknowledged publish at
-		// once; this paces the burst.
-		SetMaxResumePubInFlight(maxResumeInFlight).
+		// SetMaxResumePubInFlight stays 0 (no limit): in paho v1.5.1 a
+		// non-zero value starts a goroutine in resume() that reads the
+		// client's stop channel while a reconnect replaces it, a data race
+		// `go test -race` reports (see agent/internal/link). The control
+		// plane publishes little (acks, desired state), so there is no
+		// burst worth pacing.
 		// Order kept: paho calls our callbacks one at a time on its router
 		// goroutine, in arrival order; they only queue (see dispatcher).
 		SetOrderMatters(true).
