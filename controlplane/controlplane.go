@@ -225,7 +225,7 @@ func (cp *ControlPlane) subscribe() error {
 	}{
 		{topics.Reported, cp.fleet.HandleReported},
 		{topics.Status, cp.fleet.HandleStatus},
-		{topics.Telemetry, cp.monitor.HandleTelemetry},
+		{topics.Telemetry, cp.handleTelemetry},
 	}
 	for _, s := range subs {
 		if err := cp.bus.Subscribe(cp.scheme.AllDevices(s.kind), s.h); err != nil {
@@ -233,6 +233,14 @@ func (cp *ControlPlane) subscribe() error {
 		}
 	}
 	return nil
+}
+
+// handleTelemetry marks the device as seen and ingests its batch.
+func (cp *ControlPlane) handleTelemetry(topic string, payload []byte) {
+	if id, _, err := cp.scheme.Parse(topic); err == nil {
+		cp.fleet.Touch(id)
+	}
+	cp.monitor.HandleTelemetry(topic, payload)
 }
 
 // Run starts the control plane if Start has not been called, serves until

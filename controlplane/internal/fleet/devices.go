@@ -122,9 +122,12 @@ func (s *Service) view(rec deviceRecord, st stateRecord) Device {
 		DesiredGeneration: rec.Generation,
 		Models:            []ModelState{},
 	}
-	if !st.LastSeen.IsZero() {
-		t := st.LastSeen
-		d.LastSeen = &t
+	last := st.LastSeen
+	if t := s.lastActive(rec.ID); t.After(last) {
+		last = t
+	}
+	if !last.IsZero() {
+		d.LastSeen = &last
 	}
 	var status shoalv1.DeviceStatus
 	if len(st.Status) > 0 && proto.Unmarshal(st.Status, &status) == nil && status.GetAgentVersion() != "" {

@@ -44,6 +44,7 @@ type Service struct {
 	desiredMu sync.Mutex
 
 	stats ingestCounters
+	act   activity
 }
 
 // New returns a Service over st, publishing on bus. now may be nil
