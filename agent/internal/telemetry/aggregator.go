@@ -155,15 +155,24 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	}
 }
 
+// untilEnd is how long until the current window ends by the wall clock,
+// capped at one window: if the clock steps back, the next tick comes after
+// one window anyway and starts a window at the new time (see tick).
 func (a *Aggregator) untilEnd() time.Duration {
-	return max(a.end(a.cur.Load().start).Sub(a.cfg.Now()), 0)
+	return min(max(a.end(a.cur.Load().start).Sub(a.cfg.Now()), 0), a.cfg.Window)
 }
 
 // tick flushes the current window if it has ended by now. A window is
 // closed at the last boundary before now, so after a suspend the record
-// covers the time the device was away.
+// covers the time the device was away. If the clock stepped back before
+// the window's start, the window is closed now and the next one starts at
+// the new time, so reporting never stalls for the size of the step.
 func (a *Aggregator) tick(now time.Time) error {
-	if now.Before(a.end(a.cur.Load().start)) {
+	start := a.cur.Load().start
+	if now.Before(start) {
+		return a.rotateBack(now)
+	}
+	if now.Before(a.end(start)) {
 		return nil
 	}
 	return a.rotate(now.Truncate(a.cfg.Window))
@@ -179,13 +188,26 @@ func (a *Aggregator) Flush() error {
 // rotate seals the current window at end, starts the next one there, and
 // appends the sealed window's records.
 func (a *Aggregator) rotate(end time.Time) error {
+	return a.rotateAt(end, end)
+}
+
+// rotateBack handles a clock that stepped back before the current window's
+// start: the window is sealed with zero length at its start, and the next
+// one starts at now.
+func (a *Aggregator) rotateBack(now time.Time) error {
+	return a.rotateAt(time.Time{}, now)
+}
+
+// rotateAt seals the current window at end (at its start when end is
+// before it: a clock that stepped back) and starts the next window at next.
+func (a *Aggregator) rotateAt(end, next time.Time) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	old := a.cur.Load()
 	if end.Before(old.start) {
 		end = old.start // a clock stepped back: an empty-length window
 	}
-	a.cur.Store(&window{start: end})
+	a.cur.Store(&window{start: next})
 	old.mu.Lock()
 	old.sealed = true
 	old.mu.Unlock()

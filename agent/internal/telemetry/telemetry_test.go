@@ -274,3 +274,44 @@ func BenchmarkObserve(b *testing.B) {
 		}
 	})
 }
+
+// TestClockSteppedBack: when the wall clock steps back an hour, windows
+// keep closing every Window instead of stalling for the hour, and no
+// prediction is lost.
+func TestClockSteppedBack(t *testing.T) {
+	clk := &clock{t: t0}
+	sink := newSink()
+	a := NewAggregator(Config{Window: 10 * time.Second, Now: clk.Now}, sink, nil)
+	a.Observe("a", "1", time.Millisecond, false)
+	back := t0.Add(-time.Hour)
+	clk.Set(back)
+	if got := a.untilEnd(); got > 10*time.Second {
+		t.Fatalf("after the clock stepped back the next flush is in %v; want at most one window", got)
+	}
+	if err := a.tick(back); err != nil {
+		t.Fatal(err)
+	}
+	recs := sink.take()
+	if len(recs) != 1 || recs[0].Predictions != 1 {
+		t.Fatalf("records after the step back = %v", recs)
+	}
+	// The next window starts at the new time and ends on schedule.
+	a.Observe("a", "1", time.Millisecond, false)
+	a.Observe("a", "1", time.Millisecond, false)
+	if err := a.tick(back.Add(11 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	recs = sink.take()
+	if len(recs) != 1 || recs[0].Predictions != 2 || recs[0].WindowStartUnixMs != back.UnixMilli() {
+		t.Fatalf("window after the step back = %v", recs)
+	}
+	// Forward jump: the window covering the jump closes at the last boundary.
+	a.Observe("a", "1", time.Millisecond, false)
+	fwd := back.Add(24 * time.Hour)
+	if err := a.tick(fwd); err != nil {
+		t.Fatal(err)
+	}
+	if recs = sink.take(); len(recs) != 1 || recs[0].Predictions != 1 {
+		t.Fatalf("window after a jump forward = %v", recs)
+	}
+}
