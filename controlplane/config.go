@@ -15,6 +15,9 @@ import (
 const (
 	DefaultHTTPAddr = "127.0.0.1:8080"
 	DefaultMQTTAddr = "127.0.0.1:1883"
+	// DefaultManifestRefreshInterval is how often the desired state's
+	// manifests are checked for expiry unless Config says otherwise.
+	DefaultManifestRefreshInterval = time.Hour
 )
 
 // Config configures a control plane. Only DataDir is required.
@@ -44,6 +47,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// ManifestRefreshInterval is how often the deployment manifests of
+	// every device's desired state are checked, and those that expire
+	// within a third of the default lifetime (10 of 30 days) re-signed
+	// (default DefaultManifestRefreshInterval). It must be shorter than
+	// those 10 days.
+	ManifestRefreshInterval time.Duration
 	// HTTPMiddleware, if set, wraps the API handler: tests use it to hold,
 	// cut or alter responses (controltest.WithHTTPMiddleware).
 	HTTPMiddleware func(http.Handler) http.Handler
@@ -64,6 +73,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	switch {
+	case c.ManifestRefreshInterval == 0:
+		c.ManifestRefreshInterval = DefaultManifestRefreshInterval
+	case c.ManifestRefreshInterval < 0 || c.ManifestRefreshInterval >= manifestRefreshWindow:
+		return c, fmt.Errorf("control plane: manifest refresh interval %s: want a positive duration under %s (manifests are re-signed once less than that is left of them), or 0 for the default (%s)",
+			c.ManifestRefreshInterval, manifestRefreshWindow, DefaultManifestRefreshInterval)
 	}
 	if c.PublicBrokerURL != "" {
 		u, err := url.Parse(c.PublicBrokerURL)

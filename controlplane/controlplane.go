@@ -26,6 +26,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/procstats"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 )
@@ -40,6 +41,13 @@ const (
 	// broker whose URL has no username; fixed, so the broker keeps its
 	// session across restarts.
 	externalClientID = "shoal-controlplane"
+	// manifestRefreshWindow is how close to its expiry a manifest of the
+	// desired state is re-signed: a third of the default lifetime, so the
+	// retained desired state an offline device comes back to always has
+	// days left (10 of 30), and a pass that fails has many retries first.
+	manifestRefreshWindow = registry.DefaultManifestTTL / 3
+	// refreshPassTimeout bounds one pass of RefreshManifests.
+	refreshPassTimeout = 10 * time.Minute
 )
 
 // ControlPlane is a configured control plane. Its methods are safe for
@@ -66,6 +74,11 @@ type ControlPlane struct {
 	serveErr  chan error // the HTTP server's exit, once it serves
 	closeOnce sync.Once
 	closeErr  error
+
+	// stopRefresh ends the manifest refresh loop, which closes
+	// refreshDone on its way out; both nil until Start succeeds.
+	stopRefresh context.CancelFunc
+	refreshDone chan struct{}
 }
 
 // New builds a control plane from cfg: it opens (or creates) the data
@@ -130,6 +143,7 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		PublicKeyPEM: cp.signer.PublicKeyPEM(),
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,
+		Metrics:      cp.metrics,
 	}, cp.log.With("component", "api"))
 	if cfg.HTTPMiddleware != nil {
 		handler = cfg.HTTPMiddleware(handler)
@@ -175,10 +189,12 @@ func (cp *ControlPlane) openBus(auth broker.Authenticator) error {
 }
 
 // Start makes the control plane listen (MQTT, then HTTP), subscribes the
-// fleet and monitor to device topics, and republishes every device's
-// desired state (the embedded broker keeps retained messages in memory
-// only). It returns once both listeners accept connections. After an
-// error, call Close to release what was started.
+// fleet and monitor to device topics, re-signs the desired state's
+// manifests that are about to expire (RefreshManifests), republishes
+// every device's desired state (the embedded broker keeps retained
+// messages in memory only), and starts re-signing manifests every
+// Config.ManifestRefreshInterval. It returns once both listeners accept
+// connections. After an error, call Close to release what was started.
 func (cp *ControlPlane) Start() error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
@@ -197,6 +213,14 @@ func (cp *ControlPlane) Start() error {
 	if err := cp.subscribe(); err != nil {
 		return err
 	}
+	// Re-sign what expired while the control plane was down before the
+	// republish, so that devices are not sent manifests they would refuse.
+	// A failure is no reason not to serve: the loop tries again.
+	rctx, rcancel := context.WithTimeout(context.Background(), refreshPassTimeout)
+	if err := cp.refreshManifests(rctx); err != nil {
+		cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "error", err, "retry_in", cp.cfg.ManifestRefreshInterval)
+	}
+	rcancel()
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
 	if err := cp.fleet.Republish(ctx); err != nil {
@@ -215,7 +239,63 @@ func (cp *ControlPlane) Start() error {
 			"; set --public-broker-url to the address agents can reach", "component", "mqtt")
 	}
 	cp.log.Info("agents enroll at "+cp.urlLocked()+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
+	loopCtx, stop := context.WithCancel(context.Background())
+	cp.stopRefresh, cp.refreshDone = stop, make(chan struct{})
+	go cp.refreshLoop(loopCtx, cp.refreshDone)
 	return nil
+}
+
+// RefreshManifests re-signs the deployment manifests of the desired state
+// that expire within 10 days (a third of the default lifetime) by the
+// configured clock, keeping each manifest's own lifetime, and stores and
+// publishes the desired state of the devices that use them
+// (fleet.Service.Refresh). The control plane does this at Start and every
+// Config.ManifestRefreshInterval; call it after Start.
+func (cp *ControlPlane) RefreshManifests(ctx context.Context) error {
+	cp.mu.Lock()
+	closed := cp.closed
+	cp.mu.Unlock()
+	if closed {
+		return errors.New("control plane: RefreshManifests after Close")
+	}
+	return cp.refreshManifests(ctx)
+}
+
+func (cp *ControlPlane) refreshManifests(ctx context.Context) error {
+	before := cp.cfg.Now().Add(manifestRefreshWindow)
+	res, err := cp.fleet.Refresh(ctx, before, func(env []byte) ([]byte, error) {
+		env, _, err := cp.registry.Reissue(ctx, env, 0)
+		return env, err
+	})
+	if res.Envelopes > 0 {
+		cp.log.Info("deployment manifests re-signed", "component", "fleet", "manifests", res.Envelopes, "devices", res.Devices,
+			"expiring_before", before.UTC().Format(time.RFC3339))
+	}
+	if err != nil {
+		return fmt.Errorf("control plane: re-sign deployment manifests: %w", err)
+	}
+	return nil
+}
+
+// refreshLoop runs RefreshManifests every ManifestRefreshInterval until
+// ctx ends, then closes done.
+func (cp *ControlPlane) refreshLoop(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(cp.cfg.ManifestRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, refreshPassTimeout)
+		err := cp.refreshManifests(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "error", err, "retry_in", cp.cfg.ManifestRefreshInterval)
+		}
+	}
 }
 
 func (cp *ControlPlane) subscribe() error {
@@ -277,13 +357,20 @@ func (cp *ControlPlane) serveChan() <-chan error {
 	return cp.serveErr
 }
 
-// Close shuts down the HTTP API (waiting up to 10s for requests in
-// flight), the broker, then the store. It may be called more than once.
+// Close stops the manifest refresh loop, shuts down the HTTP API (waiting
+// up to 10s for requests in flight), the broker, then the store. It may be
+// called more than once.
 func (cp *ControlPlane) Close() error {
 	cp.closeOnce.Do(func() {
 		cp.mu.Lock()
 		cp.closed = true
+		stop, done := cp.stopRefresh, cp.refreshDone
 		cp.mu.Unlock()
+		if stop != nil {
+			// The loop uses the store and the broker: it ends first.
+			stop()
+			<-done
+		}
 		var errs []error
 		if cp.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -396,4 +483,30 @@ func (d *deviceAuth) Authenticate(username, password string) bool {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.a != nil && d.a.Authenticate(username, password)
+}
+
+// metrics are what GET /metrics adds to the process's figures: ingest
+// counters, all atomics (no store reads per scrape).
+func (cp *ControlPlane) metrics() []procstats.Metric {
+	t, d := cp.monitor.Stats(), cp.fleet.Stats()
+	c := func(name, help string, v uint64) procstats.Metric {
+		return procstats.Metric{Name: name, Help: help, Kind: procstats.Counter, Value: float64(v)}
+	}
+	m := []procstats.Metric{
+		c("shoal_telemetry_batches_total", "Telemetry batches stored and acknowledged, resent ones included.", t.Batches),
+		c("shoal_telemetry_records_total", "Telemetry records stored for the first time.", t.Records),
+		c("shoal_telemetry_duplicate_records_total", "Telemetry records received again and skipped.", t.DuplicateRecords),
+		c("shoal_telemetry_rejected_total", "Telemetry batches dropped unacknowledged: malformed, too large, inconsistent, or not stored.",
+			t.BadTopic+t.TooLarge+t.Malformed+t.BadSchema+t.WrongDevice+t.BadBatch+t.StoreErrors),
+		c("shoal_telemetry_ack_errors_total", "Telemetry batches stored whose Ack could not be published.", t.AckErrors),
+		c("shoal_device_messages_total", "Reported-state and status messages stored.", d.Accepted),
+		c("shoal_device_messages_rejected_total", "Reported-state and status messages dropped: malformed, too large, unknown device, or not stored.",
+			d.BadTopic+d.TooLarge+d.Malformed+d.BadSchema+d.WrongDevice+d.UnknownDevice+d.StoreErrors),
+	}
+	if cp.embedded != nil {
+		b := cp.embedded.Stats()
+		m = append(m, c("shoal_mqtt_refused_total", "MQTT connects, publishes and subscriptions the embedded broker refused.",
+			b.BadCredentials+b.ClientIDRefused+b.WillRefused+b.PublishRefused+b.SubscribeRefused))
+	}
+	return m
 }

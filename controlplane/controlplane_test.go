@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/controlplane"
+	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/controlplane/internal/broker"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
@@ -429,6 +430,8 @@ func TestConfigErrors(t *testing.T) {
 		{controlplane.Config{DataDir: t.TempDir(), PublicBrokerURL: "broker:1883"}, "scheme://host:port"},
 		{controlplane.Config{DataDir: t.TempDir(), PublicBrokerURL: "tcp://u:p@broker:1883"}, "credentials"},
 		{controlplane.Config{DataDir: t.TempDir(), BrokerURL: "ftp://broker"}, "ftp"},
+		{controlplane.Config{DataDir: t.TempDir(), ManifestRefreshInterval: -time.Hour}, "manifest refresh interval -1h0m0s"},
+		{controlplane.Config{DataDir: t.TempDir(), ManifestRefreshInterval: 10 * 24 * time.Hour}, "under 240h"},
 	} {
 		_, err := controlplane.New(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -465,4 +468,171 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+const day = 24 * time.Hour
+
+// TestManifestsReSigned: a deployment outlives its manifest's 30 days. The
+// desired state's manifests are re-signed once 10 days or less are left
+// (RefreshManifests, and Start after the control plane was down), and a
+// device that connects after being away gets a retained desired state
+// whose manifest its pinned key accepts and which has not expired.
+func TestManifestsReSigned(t *testing.T) {
+	clk := &testClock{t: time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC)}
+	var logs lockedBuffer
+	cp := controltest.Start(t, controltest.WithNow(clk.Now), controltest.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx := context.Background()
+	en := enroll(t, cp, "dev-1")
+	cp.PushModel(t, "summer", "1", testModel(t, "example_dynamic_axes.onnx"))
+	dr := cp.Deploy(t, "summer", "1")
+	gen := dr.Devices[0].Generation
+
+	// desired connects as the device (as an agent back from being away
+	// does), reads the retained desired state and checks its manifest as
+	// the agent would: signature with the pinned key, then expiry.
+	desired := func() (*shoalv1.DesiredState, *shoalv1.DeploymentManifest) {
+		t.Helper()
+		dev := connect(t, en)
+		defer dev.cli.Disconnect(0)
+		ds, m := dev.desired()
+		v, err := trust.NewVerifier(cp.PublicKeyPEM())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.OpenEnvelope(ds.GetDeployments()[0], trust.ManifestPayloadType); err != nil {
+			t.Fatalf("agent-side verifier refuses the retained manifest: %v", err)
+		}
+		if exp := time.UnixMilli(m.GetExpiresAtUnixMs()); !clk.Now().Before(exp) {
+			t.Fatalf("retained manifest expired at %s; now is %s", exp, clk.Now())
+		}
+		if m.GetModelName() != "summer" || m.GetModelVersion() != "1" || m.GetReleaseSequence() != dr.ReleaseSequence {
+			t.Fatalf("retained manifest = %v; want summer 1 release %d", m, dr.ReleaseSequence)
+		}
+		return ds, m
+	}
+	generation := func() uint64 {
+		t.Helper()
+		devs, err := cp.Client.Devices(ctx)
+		if err != nil || len(devs) != 1 {
+			t.Fatalf("devices = %v, %v", devs, err)
+		}
+		return devs[0].DesiredGeneration
+	}
+	_, m := desired()
+	issued := clk.Now()
+	if exp := time.UnixMilli(m.GetExpiresAtUnixMs()); !exp.Equal(issued.Add(30 * day)) {
+		t.Fatalf("manifest expires at %s; want 30 days after %s", exp, issued)
+	}
+
+	// 19 days on, 11 are left: nothing to re-sign.
+	clk.Advance(19 * day)
+	if err := cp.RefreshManifests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g := generation(); g != gen || strings.Contains(logs.String(), "deployment manifests re-signed") {
+		t.Fatalf("re-signed with 11 days left (generation %d, was %d)", g, gen)
+	}
+
+	// 21 days on, 9 are left: re-signed for another 30 days.
+	clk.Advance(2 * day)
+	if err := cp.RefreshManifests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "deployment manifests re-signed") {
+		t.Errorf("no log line says manifests were re-signed:\n%s", logs.String())
+	}
+	ds, m := desired()
+	if ds.GetGeneration() != gen+1 || !time.UnixMilli(m.GetExpiresAtUnixMs()).Equal(clk.Now().Add(30*day)) {
+		t.Errorf("after the refresh: generation %d, manifest expires %s; want %d, %s",
+			ds.GetGeneration(), time.UnixMilli(m.GetExpiresAtUnixMs()), gen+1, clk.Now().Add(30*day))
+	}
+
+	// The control plane is down for 35 days, past the new manifest's
+	// expiry: Start re-signs it before anything is published.
+	clk.Advance(35 * day)
+	cp = cp.Restart(t)
+	ds, m = desired()
+	if ds.GetGeneration() != gen+2 || !time.UnixMilli(m.GetExpiresAtUnixMs()).Equal(clk.Now().Add(30*day)) {
+		t.Errorf("after a restart: generation %d, manifest expires %s; want %d, %s",
+			ds.GetGeneration(), time.UnixMilli(m.GetExpiresAtUnixMs()), gen+2, clk.Now().Add(30*day))
+	}
+	if err := cp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.RefreshManifests(ctx); err == nil {
+		t.Error("RefreshManifests after Close succeeded")
+	}
+}
+
+// TestManifestRefreshLoop: the control plane re-signs on its own every
+// ManifestRefreshInterval, and Close stops it.
+func TestManifestRefreshLoop(t *testing.T) {
+	clk := &testClock{t: time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC)}
+	var logs lockedBuffer
+	cp, err := controlplane.New(controlplane.Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: clk.Now,
+		ManifestRefreshInterval: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close()
+	if err := cp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := client.New(cp.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.CreateToken(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"token": tok.Token, "device_id": "dev-1", "agent_version": "test"})
+	resp, err := http.Post(cp.URL()+"/v1/enroll", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, err := c.PushModel(ctx, "summer", "1", bytes.NewReader(testModel(t, "example_dynamic_axes.onnx"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Deploy(ctx, "summer", "1", nil); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(25 * day)
+	eventually(t, "the loop re-signs the manifest", func() (bool, string) {
+		devs, err := c.Devices(ctx)
+		if err != nil || len(devs) != 1 {
+			return false, fmt.Sprint(devs, err)
+		}
+		return devs[0].DesiredGeneration == 2 && strings.Contains(logs.String(), "deployment manifests re-signed"),
+			fmt.Sprintf("generation %d", devs[0].DesiredGeneration)
+	})
+	if err := cp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "could not re-sign") {
+		t.Errorf("a refresh pass failed:\n%s", logs.String())
+	}
 }

@@ -2,6 +2,7 @@
 // routes, request decoding, and the one place where shoalerr codes become
 // HTTP statuses. The domain packages it serves are reached through the
 // small interfaces below, which registry, fleet and monitor satisfy.
+// GET /metrics serves the process's metrics in the Prometheus text format.
 package api
 
 import (
@@ -17,6 +18,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
+	"github.com/shoalfleet/shoal/internal/procstats"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -65,6 +67,9 @@ type Deps struct {
 	// BrokerURL returns the MQTT URL agents are told at enrollment. It is a
 	// function because the broker's port may be chosen only when it starts.
 	BrokerURL func() string
+	// Metrics, if set, returns the metrics GET /metrics adds to the
+	// process's own (procstats); it is called once per scrape.
+	Metrics func() []procstats.Metric
 }
 
 // maxJSONBody bounds a JSON request body.
@@ -105,5 +110,7 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 	r.GET("/api/v1/devices/:id", s.getDevice)
 
 	r.GET("/api/v1/telemetry", s.telemetry)
+
+	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))
 	return r
 }

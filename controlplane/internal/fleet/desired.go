@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -85,6 +86,35 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 	if err != nil {
 		return nil, err
 	}
+	results, err := s.applyDesired(ctx, op, ids, map[string][]byte{envHex: envelope}, fmt.Sprintf("with model %q", modelName),
+		func(rec *deviceRecord) bool {
+			if rec.Desired == nil {
+				rec.Desired = map[string]desiredModel{}
+			}
+			rec.Desired[modelName] = want
+			return true
+		})
+	if err != nil {
+		return results, err
+	}
+	s.log.Debug("desired state set", "model", modelName, "version", want.Version, "devices", len(results))
+	return results, nil
+}
+
+// applyDesired changes the desired state of the devices ids (sorted, each
+// enrolled) with edit, persisting before publishing: in chunks of
+// desiredChunk devices, each chunk stored in one transaction and then
+// published. A device that edit changes gets its generation bumped, its
+// DesiredState stored and then published retained; one that edit leaves
+// alone (edit returns false) is neither stored nor published. envs holds the
+// envelopes, by hex SHA-256, that edit may point devices at; each one a
+// changed device uses is stored with it. what says what was changed, for
+// the error about a desired state too large to publish. The caller holds
+// desiredMu.
+//
+// Errors as SetDesired's, under op. Results are returned with an error for
+// the devices that were changed before it, or nil if none were.
+func (s *Service) applyDesired(ctx context.Context, op string, ids []string, envs map[string][]byte, what string, edit func(rec *deviceRecord) bool) ([]DesiredResult, error) {
 	results := make([]DesiredResult, 0, len(ids))
 	var pub publishFailures
 	for start := 0; start < len(ids); start += desiredChunk {
@@ -95,10 +125,8 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 		if err == nil {
 			err = store.Retry(s.st, storeAttempts, func(tx store.Tx) error {
 				res, msgs = res[:0], msgs[:0]
-				if err := tx.Set(envelopeKey(envHex), envelope); err != nil {
-					return fmt.Errorf("write manifest envelope: %w", err)
-				}
-				envs := envelopeCache{tx: tx, m: map[string][]byte{envHex: envelope}}
+				cache := envelopeCache{tx: tx, m: maps.Clone(envs)}
+				stored := map[string]bool{}
 				issued := s.now().UnixMilli()
 				for _, id := range chunk {
 					var rec deviceRecord
@@ -109,18 +137,26 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 					if !found {
 						return shoalerr.E(shoalerr.NotFound, op, "device %q is not enrolled", id)
 					}
-					if rec.Desired == nil {
-						rec.Desired = map[string]desiredModel{}
+					if !edit(&rec) {
+						continue
 					}
-					rec.Desired[modelName] = want
 					rec.Generation++
 					rec.IssuedAtUnixMs = issued
-					msg, err := desiredState(rec, envs.get)
+					for _, dm := range rec.Desired {
+						sum := dm.EnvelopeSHA256
+						if env, ok := envs[sum]; ok && !stored[sum] {
+							if err := tx.Set(envelopeKey(sum), env); err != nil {
+								return fmt.Errorf("write manifest envelope: %w", err)
+							}
+							stored[sum] = true
+						}
+					}
+					msg, err := desiredState(rec, cache.get)
 					if err != nil {
 						return err
 					}
 					if len(msg) > MaxDesiredStateBytes {
-						return shoalerr.E(shoalerr.TooLarge, op, "desired state of device %q would be %d bytes with model %q; one MQTT message holds at most %d", id, len(msg), modelName, MaxDesiredStateBytes)
+						return shoalerr.E(shoalerr.TooLarge, op, "desired state of device %q would be %d bytes %s; one MQTT message holds at most %d", id, len(msg), what, MaxDesiredStateBytes)
 					}
 					if err := store.PutJSON(tx, deviceKey(id), rec); err != nil {
 						return err
@@ -146,7 +182,6 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 	if err := pub.err(op, len(results)); err != nil {
 		return results, err
 	}
-	s.log.Debug("desired state set", "model", modelName, "version", want.Version, "devices", len(results))
 	return results, nil
 }
 

@@ -85,17 +85,77 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 		IssuedAtUnixMs:  issued.UnixMilli(),
 		ExpiresAtUnixMs: issued.Add(opts.TTL).UnixMilli(),
 	}
-	payload, err := protojson.Marshal(m)
-	if err != nil {
-		return nil, nil, fmt.Errorf("registry: encode manifest: %w", err)
-	}
-	env, err := r.signer.SignEnvelope(trust.ManifestPayloadType, payload)
+	env, err := r.seal(m)
 	if err != nil {
 		return nil, nil, err
 	}
 	r.log.Info("manifest issued", "model", name, "version", version, "release_sequence", seq,
 		"rollback", opts.Rollback, "profile", opts.Profile, "expires", issued.Add(opts.TTL).UTC().Format(time.RFC3339))
 	return env, m, nil
+}
+
+// Reissue signs again a manifest this registry issued, so that a
+// deployment outlives its manifest's expiry. The envelope must verify with
+// the registry's own key. Every field of its manifest is kept (release
+// sequence, artifact, self-test, rollback, profile...) except issued_at,
+// set to now, and expires_at, set to now + ttl; a ttl of 0 keeps the
+// manifest's own lifetime (expires_at − issued_at), or DefaultManifestTTL
+// if it has none. It returns the new envelope and its manifest.
+//
+// An expired envelope is re-issued too: that is what a device offline for
+// longer than the lifetime needs. Expiry is what stops a stale manifest
+// replayed to a device, and Reissue makes any manifest it is given fresh
+// again, so give it only manifests that are still the desired state
+// (fleet.Service.Refresh does).
+//
+// Errors: Invalid (a negative ttl; an envelope that is not a deployment
+// manifest signed with this registry's key, or whose payload cannot be
+// kept whole).
+func (r *Registry) Reissue(ctx context.Context, envelope []byte, ttl time.Duration) ([]byte, *shoalv1.DeploymentManifest, error) {
+	const op = "registry.Reissue"
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if ttl < 0 {
+		return nil, nil, shoalerr.E(shoalerr.Invalid, op, "manifest lifetime %s is negative; give a positive duration, or 0 to keep the manifest's own", ttl)
+	}
+	payload, err := r.own.OpenEnvelope(envelope, trust.ManifestPayloadType)
+	if err != nil {
+		return nil, nil, shoalerr.Wrap(err, shoalerr.Invalid, op, "refusing to re-sign: not a deployment manifest signed with this control plane's key %s", r.signer.KeyID())
+	}
+	var m shoalv1.DeploymentManifest
+	// Strict: a field this build does not know would be dropped from the
+	// re-signed manifest, so such a manifest is refused rather than changed.
+	if err := protojson.Unmarshal(payload, &m); err != nil {
+		return nil, nil, shoalerr.Wrap(err, shoalerr.Invalid, op, "refusing to re-sign: the signed payload is not a DeploymentManifest this control plane can keep whole")
+	}
+	if ttl == 0 {
+		ttl = time.Duration(m.GetExpiresAtUnixMs()-m.GetIssuedAtUnixMs()) * time.Millisecond
+		if m.GetExpiresAtUnixMs() <= 0 || m.GetIssuedAtUnixMs() <= 0 || ttl <= 0 {
+			ttl = DefaultManifestTTL
+		}
+	}
+	oldExpiry := m.GetExpiresAtUnixMs()
+	issued := r.now()
+	m.IssuedAtUnixMs = issued.UnixMilli()
+	m.ExpiresAtUnixMs = issued.Add(ttl).UnixMilli()
+	env, err := r.seal(&m)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.log.Info("manifest re-issued", "model", m.GetModelName(), "version", m.GetModelVersion(), "release_sequence", m.GetReleaseSequence(),
+		"previous_expiry", time.UnixMilli(oldExpiry).UTC().Format(time.RFC3339), "expires", issued.Add(ttl).UTC().Format(time.RFC3339))
+	return env, &m, nil
+}
+
+// seal signs a manifest into a DSSE envelope: payload type
+// trust.ManifestPayloadType, payload the manifest in protobuf JSON.
+func (r *Registry) seal(m *shoalv1.DeploymentManifest) ([]byte, error) {
+	payload, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("registry: encode manifest: %w", err)
+	}
+	return r.signer.SignEnvelope(trust.ManifestPayloadType, payload)
 }
 
 func specsToProto(specs []onnxrt.TensorSpec) []*shoalv1.TensorSpec {

@@ -3,6 +3,8 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"sync"
 	"testing"
@@ -174,5 +176,152 @@ func TestManifestErrors(t *testing.T) {
 	_, m, err := e.reg.Manifest(ctx, "summer", "1", ManifestOptions{})
 	if err != nil || m.GetReleaseSequence() != 1 {
 		t.Errorf("release after failed attempts = %d, %v; want 1", m.GetReleaseSequence(), err)
+	}
+}
+
+func TestReissue(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.push("summer", "1", testModel(t, "example_dynamic_axes.onnx"))
+	v, err := trust.NewVerifier(e.signer.PublicKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(env []byte) *shoalv1.DeploymentManifest {
+		t.Helper()
+		payload, err := v.OpenEnvelope(env, trust.ManifestPayloadType)
+		if err != nil {
+			t.Fatalf("re-issued envelope does not verify with the public key: %v", err)
+		}
+		var m shoalv1.DeploymentManifest
+		if err := protojson.Unmarshal(payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		return &m
+	}
+	// sameBut checks that got is want with only the issue and expiry times
+	// changed, to these.
+	sameBut := func(got, want *shoalv1.DeploymentManifest, issued time.Time, lifetime time.Duration) {
+		t.Helper()
+		if got.GetIssuedAtUnixMs() != issued.UnixMilli() || got.GetExpiresAtUnixMs() != issued.Add(lifetime).UnixMilli() {
+			t.Errorf("issued/expires = %d/%d; want %d/%d", got.GetIssuedAtUnixMs(), got.GetExpiresAtUnixMs(), issued.UnixMilli(), issued.Add(lifetime).UnixMilli())
+		}
+		g := proto.Clone(got).(*shoalv1.DeploymentManifest)
+		g.IssuedAtUnixMs, g.ExpiresAtUnixMs = want.GetIssuedAtUnixMs(), want.GetExpiresAtUnixMs()
+		if !proto.Equal(g, want) {
+			t.Errorf("re-issued manifest changed more than its times:\n got %v\nwant %v", g, want)
+		}
+	}
+
+	env, m, err := e.reg.Manifest(ctx, "summer", "1", ManifestOptions{Profile: "rpi4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 25 of 30 days later, and again after the manifest has expired.
+	for _, age := range []time.Duration{25 * 24 * time.Hour, 40 * 24 * time.Hour} {
+		e.clock.Advance(age)
+		renv, rm, err := e.reg.Reissue(ctx, env, 0)
+		if err != nil {
+			t.Fatalf("Reissue at %s: %v", age, err)
+		}
+		if got := open(renv); !proto.Equal(got, rm) {
+			t.Errorf("signed payload differs from the returned manifest:\n%v\n%v", got, rm)
+		}
+		sameBut(rm, m, e.clock.Now(), DefaultManifestTTL) // ttl 0 keeps the manifest's lifetime
+		if rm.GetReleaseSequence() != 1 {
+			t.Errorf("release sequence = %d; want 1, the same release", rm.GetReleaseSequence())
+		}
+		env, m = renv, rm
+	}
+
+	// An explicit lifetime; a rollback's own short lifetime is kept.
+	renv, rm, err := e.reg.Reissue(ctx, env, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBut(open(renv), m, e.clock.Now(), time.Hour)
+	benv, bm, err := e.reg.Manifest(ctx, "summer", "1", ManifestOptions{Rollback: true, TTL: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour)
+	_, rm, err = e.reg.Reissue(ctx, benv, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBut(rm, bm, e.clock.Now(), 2*time.Hour)
+	if !rm.GetRollback() || rm.GetReleaseSequence() != 2 {
+		t.Errorf("re-issued rollback = %v, release %d; want a rollback, release 2", rm.GetRollback(), rm.GetReleaseSequence())
+	}
+
+	// Re-issuing takes no release sequence.
+	if _, m, err := e.reg.Manifest(ctx, "summer", "1", ManifestOptions{}); err != nil || m.GetReleaseSequence() != 3 {
+		t.Errorf("next release = %d, %v; want 3", m.GetReleaseSequence(), err)
+	}
+
+	// The key is the registry's own across a restart.
+	e.reopen()
+	if _, _, err := e.reg.Reissue(ctx, env, 0); err != nil {
+		t.Errorf("Reissue after a restart: %v", err)
+	}
+}
+
+func TestReissueRefuses(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.push("summer", "1", testModel(t, "example_dynamic_axes.onnx"))
+	env, m, err := e.reg.Manifest(ctx, "summer", "1", ManifestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := protojson.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := trust.LoadOrCreateSigner(t.TempDir() + "/other.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.SignEnvelope(trust.ManifestPayloadType, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongType, err := e.signer.SignEnvelope("application/json", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownField, err := e.signer.SignEnvelope(trust.ManifestPayloadType, append(bytes.TrimSuffix(payload, []byte("}")), []byte(`,"futureField":1}`)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same envelope with another manifest in it: the signature no
+	// longer covers the payload.
+	var tampered map[string]any
+	if err := json.Unmarshal(env, &tampered); err != nil {
+		t.Fatal(err)
+	}
+	tampered["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(payload, []byte(`"releaseSequence":"1"`), []byte(`"releaseSequence":"9"`), 1))
+	tamperedEnv, _ := json.Marshal(tampered)
+
+	for _, tc := range []struct {
+		name string
+		env  []byte
+		ttl  time.Duration
+		text string
+	}{
+		{"another key", foreign, 0, "key " + e.signer.KeyID()},
+		{"tampered payload", tamperedEnv, 0, "not a deployment manifest signed"},
+		{"another payload type", wrongType, 0, "payload type"},
+		{"not an envelope", []byte("nope"), 0, "not DSSE"},
+		{"unknown field", unknownField, 0, "keep whole"},
+		{"negative lifetime", env, -time.Second, "negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, gm, err := e.reg.Reissue(ctx, tc.env, tc.ttl)
+			wantCode(t, err, shoalerr.Invalid, tc.text)
+			if got != nil || gm != nil {
+				t.Error("a refused Reissue returned an envelope")
+			}
+		})
 	}
 }

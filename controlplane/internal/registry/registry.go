@@ -68,6 +68,7 @@ type Registry struct {
 	st       store.Store
 	blobs    blobDir
 	signer   *trust.Signer
+	own      *trust.Verifier // signer's public key: Reissue re-signs only what it signed
 	log      *slog.Logger
 	now      func() time.Time
 	maxBytes int64
@@ -90,11 +91,15 @@ func New(st store.Store, blobDir string, signer *trust.Signer, log *slog.Logger,
 	if now == nil {
 		now = time.Now
 	}
+	own, err := trust.NewVerifier(signer.PublicKeyPEM())
+	if err != nil {
+		return nil, fmt.Errorf("registry.New: %w", err)
+	}
 	b, err := openBlobDir(blobDir)
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{st: st, blobs: b, signer: signer, log: log, now: now, maxBytes: DefaultMaxBytes}
+	r := &Registry{st: st, blobs: b, signer: signer, own: own, log: log, now: now, maxBytes: DefaultMaxBytes}
 	for _, o := range opts {
 		o(r)
 	}

@@ -227,9 +227,9 @@ type DeploymentManifest struct {
 	Inputs   []*TensorSpec `protobuf:"bytes,6,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	Outputs  []*TensorSpec `protobuf:"bytes,7,rep,name=outputs,proto3" json:"outputs,omitempty"`
 	SelfTest *SelfTest     `protobuf:"bytes,8,opt,name=self_test,json=selfTest,proto3" json:"self_test,omitempty"`
-	// release_sequence increases with every manifest the control plane signs
-	// for a model; an agent refuses one below what it last applied unless
-	// rollback is set.
+	// release_sequence increases with every deployment of a model (a
+	// re-signed manifest with a fresh expiry keeps its number); an agent
+	// refuses one below what it last applied unless rollback is set.
 	ReleaseSequence uint64 `protobuf:"varint,9,opt,name=release_sequence,json=releaseSequence,proto3" json:"release_sequence,omitempty"`
 	Rollback        bool   `protobuf:"varint,10,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	IssuedAtUnixMs  int64  `protobuf:"varint,11,opt,name=issued_at_unix_ms,json=issuedAtUnixMs,proto3" json:"issued_at_unix_ms,omitempty"`
