@@ -17,11 +17,25 @@ func dialExternal(t *testing.T, addr string, cred Credential) (*External, error)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
+	logs := &capture{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs.mu.Lock()
+			for _, r := range logs.recs {
+				t.Logf("client log: %s %s", r.Message, recordAttrs(r))
+			}
+			logs.mu.Unlock()
+		}
+	})
 	x, err := DialExternal(ctx, ExternalConfig{
 		URL:                  "tcp://" + cred.Username + ":" + cred.Password + "@" + addr,
 		ClientID:             cred.Username,
 		MaxReconnectInterval: time.Second,
-	}, slog.New(&capture{}))
+		// A reconnect that lands on the old broker while it shuts down is
+		// accepted and never answered; time it out well within the wait
+		// limit so the next attempt reaches the new broker.
+		ConnectTimeout: 2 * time.Second,
+	}, slog.New(logs))
 	if err == nil {
 		t.Cleanup(func() { x.Close() })
 	}
@@ -185,4 +199,10 @@ func TestTopicMatches(t *testing.T) {
 			t.Errorf("topicMatches(%q, %q) = %v", tc.f, tc.t, got)
 		}
 	}
+}
+
+func recordAttrs(r slog.Record) string {
+	var b strings.Builder
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(a.String() + " "); return true })
+	return b.String()
 }
