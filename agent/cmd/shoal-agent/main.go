@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/shoalfleet/shoal/agent"
+	firmwareprofiles "github.com/shoalfleet/shoal/firmware-profiles"
 	"github.com/shoalfleet/shoal/internal/buildinfo"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
@@ -90,16 +91,20 @@ type Main struct {
 	// Stderr receives logs and flag errors.
 	Stderr io.Writer
 
-	agent *agent.Agent
+	facts   func() firmwareprofiles.Facts // the hardware, for detection; tests replace it
+	profile profileChoice                 // how ParseFlags chose the profile, logged by Run
+	agent   *agent.Agent
 }
 
 // NewMain returns a Main with default settings.
 func NewMain() *Main {
-	return &Main{Settings: defaultSettings(), Stderr: os.Stderr}
+	return &Main{Settings: defaultSettings(), Stderr: os.Stderr, facts: firmwareprofiles.LocalFacts}
 }
 
 // ParseFlags reads `run`'s flags: --config FILE first, then the other
-// flags on top (flags override the file).
+// flags on top (flags override the file). The firmware profile (--profile,
+// or detected from the hardware) supplies the defaults of the settings
+// neither sets.
 func (m *Main) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("shoal-agent run", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
@@ -120,8 +125,9 @@ func (m *Main) ParseFlags(args []string) error {
 		return fmt.Errorf("unexpected argument %q; every setting is a --flag", fs.Arg(0))
 	}
 	s := defaultSettings()
+	set := map[string]string{} // option name → where it was set
 	if *configPath != "" {
-		if err := loadFile(*configPath, &s); err != nil {
+		if err := loadFile(*configPath, &s, set); err != nil {
 			return err
 		}
 	}
@@ -130,6 +136,10 @@ func (m *Main) ParseFlags(args []string) error {
 		if err := o.set(&s, raw[name]); err != nil {
 			return fmt.Errorf("--%s: %v", name, err)
 		}
+		set[name] = "--" + name
+	}
+	if err := m.applyProfile(&s, set); err != nil {
+		return err
 	}
 	if s.EnrollToken == "" {
 		s.EnrollToken = agent.Secret(os.Getenv(tokenEnv))
@@ -142,6 +152,7 @@ func (m *Main) ParseFlags(args []string) error {
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Settings.Config
 	cfg.Logger = m.logger()
+	m.profile.log(cfg.Logger, m.Settings)
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err

@@ -31,7 +31,7 @@ func TestGoodConfigFiles(t *testing.T) {
 		Config: agent.Config{
 			DataDir: "/var/lib/shoal-agent", ServerURL: "http://10.0.0.1:8080", BrokerURL: "tcp://10.0.0.1:1883",
 			DeviceID: "pump-7", EnrollToken: "s3cret-token", APIAddr: "127.0.0.1:9191",
-			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "rpi4", TelemetryWindow: 30 * time.Second,
+			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "raspberry-pi-4", TelemetryWindow: 30 * time.Second,
 			OutboxMaxBytes: 1 << 20, SyncWrites: true, IntraOpThreads: 2,
 		},
 		LogLevel: slog.LevelDebug, LogFormat: "json",
@@ -65,7 +65,7 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 	if s.DeviceID != "other" || s.SyncWrites || s.LogFormat != "text" {
 		t.Errorf("flags did not override: %+v", s)
 	}
-	if s.ServerURL != "http://10.0.0.1:8080" || s.Profile != "rpi4" {
+	if s.ServerURL != "http://10.0.0.1:8080" || s.Profile != "raspberry-pi-4" {
 		t.Errorf("file values lost: %+v", s)
 	}
 	m, err = parse(t, "--sync-writes", "--data-dir", "/d")

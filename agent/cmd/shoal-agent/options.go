@@ -42,7 +42,7 @@ var options = []option{
 	{name: "enroll-token", usage: "one-time enrollment token from `shoal token create` (or $SHOAL_ENROLL_TOKEN)", set: func(s *settings, v string) error { s.EnrollToken = agent.Secret(v); return nil }},
 	{name: "api-addr", usage: "listen address of the local inference API (default " + agent.DefaultAPIAddr + ")", set: func(s *settings, v string) error { s.APIAddr = v; return nil }},
 	{name: "onnxruntime-lib", usage: "path of libonnxruntime.so (default: $ONNXRUNTIME_LIB, the cache, the system)", set: func(s *settings, v string) error { s.ONNXRuntimeLib = v; return nil }},
-	{name: "profile", usage: "firmware profile name of this device", set: func(s *settings, v string) error { s.Profile = v; return nil }},
+	{name: "profile", usage: "firmware profile of this device, one of " + profileNames() + " (default: detected from the hardware); its limits are the defaults of outbox-max-bytes, telemetry-window and intra-op-threads", set: func(s *settings, v string) error { s.Profile = v; return nil }},
 	{name: "telemetry-window", usage: "telemetry aggregation window, e.g. 10s", set: func(s *settings, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -112,8 +112,9 @@ func optionNames() string {
 
 // loadFile applies a YAML or JSON config file (JSON is YAML) to s. Keys are
 // the flag names; an unknown or repeated key, or a value that does not
-// parse, is an error naming the file, line and key.
-func loadFile(path string, s *settings) error {
+// parse, is an error naming the file, line and key. Each key applied is
+// recorded in set with its file and line.
+func loadFile(path string, s *settings, set map[string]string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
@@ -156,6 +157,7 @@ func loadFile(path string, s *settings) error {
 		if err := opt.set(s, v.Value); err != nil {
 			return fmt.Errorf("%s:%d: %s: %v", path, v.Line, name, err)
 		}
+		set[name] = fmt.Sprintf("%s:%d", path, v.Line)
 	}
 	return nil
 }
