@@ -38,6 +38,7 @@ import (
 	"github.com/shoalfleet/shoal/internal/buildinfo"
 	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/procstats"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 )
@@ -128,13 +129,13 @@ func New(cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.agg = telemetry.NewAggregator(telemetry.Config{Window: cfg.TelemetryWindow, Appended: a.notifySender}, a.outbox, a.log.With("component", "telemetry"))
+	a.agg = telemetry.NewAggregator(telemetry.Config{Window: cfg.TelemetryWindow, Appended: a.notifySender, Now: cfg.Now}, a.outbox, a.log.With("component", "telemetry"))
 
 	a.listener, err = net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return nil, fmt.Errorf("local API: %w (is another agent running? choose another --api-addr)", err)
 	}
-	handler := localapi.New(a.models, a.agg, localapi.Config{}, a.log.With("component", "localapi"))
+	handler := localapi.New(a.models, a.agg, localapi.Config{Metrics: a.metrics}, a.log.With("component", "localapi"))
 	a.api = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	return a, nil
 }
@@ -155,6 +156,20 @@ func (a *Agent) loadModels() {
 		}
 		a.models.Swap(m)
 		a.log.Info("serving", "model", name, "version", ref.Version)
+	}
+}
+
+// metrics are what the local API's GET /metrics adds to the process's
+// figures and its prediction counters.
+func (a *Agent) metrics() []procstats.Metric {
+	connected := 0.0
+	if a.connected() {
+		connected = 1
+	}
+	return []procstats.Metric{
+		{Name: "shoal_agent_outbox_records", Help: "Telemetry records queued, not yet acknowledged by the control plane.", Kind: procstats.Gauge, Value: float64(a.outbox.Len())},
+		{Name: "shoal_agent_outbox_bytes", Help: "Encoded size of the queued telemetry records.", Kind: procstats.Gauge, Value: float64(a.outbox.Bytes())},
+		{Name: "shoal_agent_mqtt_connected", Help: "1 while connected to the MQTT broker.", Kind: procstats.Gauge, Value: connected},
 	}
 }
 
@@ -268,6 +283,7 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 		Password:     id.MQTTPassword,
 		Topics:       scheme,
 		AgentVersion: buildinfo.Version,
+		Now:          a.cfg.Now,
 	}, a.log)
 	if err != nil {
 		return err
@@ -276,7 +292,7 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 	a.link = lk
 	a.mu.Unlock()
 
-	sender := outbox.NewSender(a.outbox, outbox.SenderConfig{DeviceID: id.DeviceID, Topic: scheme.Device(id.DeviceID, topics.Telemetry)}, lk, a.log.With("component", "sender"))
+	sender := outbox.NewSender(a.outbox, outbox.SenderConfig{DeviceID: id.DeviceID, Topic: scheme.Device(id.DeviceID, topics.Telemetry), Now: a.cfg.Now}, lk, a.log.With("component", "sender"))
 	a.sender.Store(sender)
 	reports := newReportPublisher(lk, scheme.Device(id.DeviceID, topics.Reported), a.log.With("component", "report"))
 	rec, err := reconcile.New(reconcile.Config{
@@ -289,6 +305,7 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 		Models:       a.models,
 		ORT:          onnxrt.Options{IntraOpThreads: a.cfg.IntraOpThreads},
 		Report:       reports.Set,
+		Now:          a.cfg.Now,
 	}, a.log)
 	if err != nil {
 		return err

@@ -107,6 +107,14 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatalf("predict = %d %s %v", code, body, err)
 	}
 
+	// GET /metrics on the local API has the agent's own figures.
+	_, metrics, err := get(a.APIAddr(), "/metrics")
+	for _, line := range []string{"shoal_agent_mqtt_connected 1", "shoal_agent_models_loaded 1", "shoal_agent_predictions_total 1", "shoal_agent_outbox_records ", "shoal_agent_outbox_bytes ", "go_goroutines "} {
+		if err != nil || !strings.Contains(metrics, "\n"+line) {
+			t.Errorf("GET /metrics lacks %q (%v):\n%s", line, err, metrics)
+		}
+	}
+
 	// Telemetry for that prediction arrives; the ack empties the outbox.
 	batch := waitFor(t, telemetry, "a telemetry batch with the prediction", func(p []byte) (*shoalv1.TelemetryBatch, bool) {
 		var b shoalv1.TelemetryBatch

@@ -50,6 +50,10 @@ type Config struct {
 	IntraOpThreads int
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
+	// Now is the wall clock (manifest expiry, telemetry windows, report
+	// times); time.Now if nil. Durations use Go's monotonic clock whatever
+	// this says.
+	Now func() time.Time
 }
 
 func (c *Config) validate() error {

@@ -231,6 +231,17 @@ func predict(addr, name string) (int, string, error) {
 	return resp.StatusCode, buf.String(), nil
 }
 
+func get(addr, path string) (int, string, error) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.String(), nil
+}
+
 func waitFor[T any](t *testing.T, ch <-chan []byte, what string, decode func([]byte) (T, bool)) T {
 	t.Helper()
 	deadline := time.After(30 * time.Second)

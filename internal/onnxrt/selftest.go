@@ -188,6 +188,11 @@ func compareData(g, w any, tol float64) error {
 		if math.IsNaN(a) && math.IsNaN(b) {
 			return nil
 		}
+		// An infinity matches only itself: the relative bound below is
+		// infinite (or NaN) for one and would let any value match it.
+		if (math.IsInf(a, 0) || math.IsInf(b, 0)) && a != b {
+			return fmt.Errorf("value %d is %g; want %g", i, a, b)
+		}
 		if math.Abs(a-b) > tol*(1+math.Abs(b)) || math.IsNaN(a) != math.IsNaN(b) {
 			return fmt.Errorf("value %d is %g; want %g (tolerance %g)", i, a, b, tol)
 		}

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/agent/internal/failpoint"
 	firmwareprofiles "github.com/shoalfleet/shoal/firmware-profiles"
 	"github.com/shoalfleet/shoal/internal/buildinfo"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
@@ -153,6 +154,9 @@ func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Settings.Config
 	cfg.Logger = m.logger()
 	m.profile.log(cfg.Logger, m.Settings)
+	if failpoint.Enabled {
+		cfg.Now = failpoint.Now // a fault-injection build: the test may step the clock
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func TestGoodConfigFiles(t *testing.T) {
 		},
 		LogLevel: slog.LevelDebug, LogFormat: "json",
 	}
-	if m.Settings != want {
+	if !reflect.DeepEqual(m.Settings, want) {
 		t.Errorf("good.yaml:\n got %+v\nwant %+v", m.Settings, want)
 	}
 

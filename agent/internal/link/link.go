@@ -265,7 +265,7 @@ func New(cfg Config, log *slog.Logger) (*Link, error) {
 		SetCleanSession(false).
 		SetResumeSubs(false).
 		SetOrderMatters(true).
-		SetStore(mqtt.NewMemoryStore()).
+		SetStore(newStore()). // a MemoryStore; see store.go
 		SetKeepAlive(cfg.KeepAlive).
 		SetPingTimeout(min(cfg.KeepAlive, 10*time.Second)).
 		SetConnectTimeout(cfg.ConnectTimeout).

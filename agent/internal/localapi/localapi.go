@@ -1,6 +1,7 @@
 // Package localapi serves the Open Inference Protocol (KServe v2 REST) to
 // apps on the device: health, server and model metadata, and inference on
-// the agent's active models. It uses net/http alone.
+// the agent's active models; and GET /metrics, the agent process's metrics
+// in the Prometheus text format. It uses net/http alone.
 //
 // Inference requests are decoded in one pass over the body, with each
 // input's "data" parsed straight into the typed slice the model takes, and
@@ -16,12 +17,14 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/internal/buildinfo"
 	"github.com/shoalfleet/shoal/internal/lograte"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/procstats"
 )
 
 // DefaultMaxBodyBytes is Config.MaxBodyBytes when 0.
@@ -58,6 +61,10 @@ type Config struct {
 	Ready func() bool
 	// Version is the server version in its metadata; "" means the build's.
 	Version string
+	// Metrics, if set, returns metrics that GET /metrics adds to the
+	// process's own and the handler's prediction counters. It is called
+	// once per scrape.
+	Metrics func() []procstats.Metric
 }
 
 type handler struct {
@@ -67,6 +74,10 @@ type handler struct {
 	log    *slog.Logger
 	logs   *lograte.Limiter // for "model failed"
 	mux    *http.ServeMux
+
+	// Predictions counted as the Recorder counts them: each prediction a
+	// model ran (or failed to run), not the requests refused before.
+	predictions, failures atomic.Uint64
 }
 
 // New returns the Open Inference Protocol handler. rec may be nil; a nil
@@ -100,6 +111,7 @@ func New(models ModelSource, rec Recorder, cfg Config, log *slog.Logger) http.Ha
 	route("GET", "/v2/models/{name}/versions/{version}", h.modelMetadata)
 	route("GET", "/v2/models/{name}/versions/{version}/ready", h.modelReady)
 	route("POST", "/v2/models/{name}/versions/{version}/infer", h.infer)
+	route("GET", "/metrics", procstats.Handler(h.metrics).ServeHTTP)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+"; see /v2/models/{name}/infer")
 	})
@@ -320,9 +332,26 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) observe(ref inference.Ref, start time.Time, failed bool) {
+	h.predictions.Add(1)
+	if failed {
+		h.failures.Add(1)
+	}
 	if h.rec != nil {
 		h.rec.Observe(ref.Name, ref.Version, time.Since(start), failed)
 	}
+}
+
+// metrics are the handler's counters and the Config's extra metrics.
+func (h *handler) metrics() []procstats.Metric {
+	m := []procstats.Metric{
+		{Name: "shoal_agent_predictions_total", Help: "Predictions run by the active models since the agent started, failed ones included.", Kind: procstats.Counter, Value: float64(h.predictions.Load())},
+		{Name: "shoal_agent_prediction_failures_total", Help: "Predictions whose model failed to run since the agent started.", Kind: procstats.Counter, Value: float64(h.failures.Load())},
+		{Name: "shoal_agent_models_loaded", Help: "Models loaded and served.", Kind: procstats.Gauge, Value: float64(len(h.models.Names()))},
+	}
+	if h.cfg.Metrics != nil {
+		m = append(m, h.cfg.Metrics()...)
+	}
+	return m
 }
 
 // selectOutputs returns the named outputs in the order named.

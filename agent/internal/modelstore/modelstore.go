@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/shoalfleet/shoal/agent/internal/failpoint"
 	"github.com/shoalfleet/shoal/internal/names"
 )
 
@@ -427,12 +428,14 @@ func (s *Store) writeState(name string, st state) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write state of %s: %w", name, err)
 	}
+	failpoint.Hit(failpoint.ActivateBeforeState)
 	if err := renameFile(tmp, s.statePath(name)); err != nil {
 		return fmt.Errorf("write state of %s: %w", name, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("write state of %s: %w", name, err)
 	}
+	failpoint.Hit(failpoint.ActivateAfterState)
 	return nil
 }
 

@@ -3,6 +3,8 @@ package outbox
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -19,7 +21,7 @@ func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
 		// Each memtable is an arena allocated in full up front (plus its
 		// write-ahead file). 4 MiB holds tens of thousands of telemetry
 		// records, far more than arrive between flushes.
-		WithMemTableSize(4 << 20).
+		WithMemTableSize(envInt("EXP_MT", 4<<20)).
 		// One memtable being written and one being flushed; a third would
 		// only add 4 MiB to absorb bursts a device does not have.
 		WithNumMemtables(2).
@@ -45,7 +47,7 @@ func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
 		// Caches: the queue is read head-first once per batch, so a small
 		// block cache suffices; a bounded index cache keeps table indexes
 		// from growing with the queue.
-		WithBlockCacheSize(1 << 20).
+		WithBlockCacheSize(envInt("EXP_BC", 1<<20)).
 		WithIndexCacheSize(1 << 20).
 		// Records are small protobufs of varints; compression saves little
 		// and costs device CPU.
@@ -72,4 +74,12 @@ func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(msg(f, a)) }
 
 func msg(f string, a []any) string {
 	return "badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))
+}
+
+func envInt(k string, d int64) int64 {
+	if v := os.Getenv(k); v != "" {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return d
 }

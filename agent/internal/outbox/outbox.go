@@ -7,6 +7,18 @@
 // and a DropReport saying exactly what was dropped travels with a later
 // batch, so nothing is lost silently.
 //
+// The outbox never lets trouble with its disk stop the agent:
+//   - While the file system is nearly full (Options.MinFreeBytes) it does
+//     not write at all, since Badger turns a full disk into a fatal fault
+//     (see space.go). Records it cannot write are counted and reported as
+//     dropped, under sequence numbers of their own, once it can write again;
+//     acks are applied in memory and written then.
+//   - A database that cannot be opened or read is moved aside and an empty
+//     one started (see open.go); a database whose writes fail is reopened.
+//   - Without SyncWrites, Badger's log is synced every SyncInterval, which
+//     bounds what a power cut can take (a crash of the process alone loses
+//     nothing: the log is in the operating system's page cache).
+//
 // A Sender moves records from an Outbox to the control plane over a
 // Publisher, one batch in flight at a time, resending until acknowledged.
 package outbox
@@ -17,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -32,9 +45,24 @@ const (
 	DefaultMaxBytes = 16 << 20
 	// MaxRecordBytes is the largest encoded record Append accepts.
 	MaxRecordBytes = 64 << 10
+	// DefaultSyncInterval is Options.SyncInterval when 0.
+	DefaultSyncInterval = time.Second
+	// DefaultMinFreeBytes is Options.MinFreeBytes when 0: what Badger may
+	// allocate, with the small memtables and tables of badgerOptions, for
+	// the writes the outbox has already made — the rest of the memtable's
+	// log, the table it is flushed to, and the compactions that follow,
+	// which rewrite up to the whole of level 1 before deleting the old
+	// tables — with room to spare (see docs/RELIABILITY.md).
+	DefaultMinFreeBytes = 16 << 20
 	// ackChunk bounds the deletions of one Badger transaction in Ack, well
 	// under the batch limit of the small memtables (see badgerOptions).
 	ackChunk = 1000
+	// maintainEvery is how often the outbox looks whether it can write
+	// again (open its database, write what it held back) when nothing else
+	// makes it look.
+	maintainEvery = 5 * time.Second
+	// reopenEvery spaces attempts to open a database that failed to open.
+	reopenEvery = 10 * time.Second
 )
 
 // ErrClosed is returned by an Outbox after Close.
@@ -65,9 +93,24 @@ type Options struct {
 	// first. 0 means DefaultMaxBytes.
 	MaxBytes int64
 	// SyncWrites makes every Append and Ack durable before it returns (an
-	// fsync each). Without it a power cut can lose the last writes, though
-	// never the database; flash wear usually argues for leaving it off.
+	// fsync each). Without it a power cut can lose the writes of the last
+	// SyncInterval, though never the database; flash wear usually argues
+	// for leaving it off.
 	SyncWrites bool
+	// SyncInterval is how often, without SyncWrites, Badger's log is
+	// synced to disk if anything was written since the last sync: it bounds
+	// the telemetry a power cut can lose. 0 means DefaultSyncInterval; a
+	// negative value turns it off, leaving it to the kernel's writeback
+	// (dirty_expire_centisecs, typically 30 s).
+	SyncInterval time.Duration
+	// MinFreeBytes is the free space the file system holding the outbox
+	// must have for the outbox to write to it. 0 means DefaultMinFreeBytes;
+	// a negative value turns the check off (Badger then crashes the agent
+	// when the disk fills up).
+	MinFreeBytes int64
+
+	// statSpace replaces statfs in tests.
+	statSpace func(path string) (space, bool)
 }
 
 // logEvery is how often a repeated event (the outbox dropping records, a
@@ -75,68 +118,156 @@ type Options struct {
 // stuck offline does not fill its disk with the same line.
 const logEvery = time.Minute
 
+// Stats are an Outbox's counters since Open.
+type Stats struct {
+	Records int    // queued records
+	Bytes   int64  // their encoded size
+	LastSeq uint64 // the last sequence number assigned
+	// DroppedFull counts the oldest records dropped to stay under MaxBytes.
+	DroppedFull uint64
+	// DroppedNoSpace counts the records Append could not write (file
+	// system nearly full, database not open); HeldRecords of them are not
+	// in a drop report yet: they will be once the outbox can write.
+	DroppedNoSpace uint64
+	HeldRecords    uint64
+	// DroppedCorrupt counts records deleted because they no longer decode.
+	DroppedCorrupt uint64
+	// NoSpace is true while the outbox is not writing for lack of space;
+	// NoSpaceEvents counts the times it stopped.
+	NoSpace       bool
+	NoSpaceEvents uint64
+	// Open is false while the database is not open (no space at Open, a
+	// failed reopen).
+	Open bool
+	// WriteErrors counts Badger writes that failed; each makes the outbox
+	// reopen its database. Reopens counts the reopens that worked.
+	WriteErrors, Reopens uint64
+	// MovedAside counts databases moved aside because they could not be
+	// opened.
+	MovedAside uint64
+	// Syncs and SyncErrors count the periodic syncs (SyncInterval).
+	Syncs, SyncErrors uint64
+	LastSync          time.Time
+}
+
+// seqRange is an inclusive range of sequence numbers.
+type seqRange struct{ first, last uint64 }
+
+// held counts the records Append could not write and the time they cover.
+type held struct {
+	records  uint64
+	from, to int64
+}
+
 // Outbox is a durable, bounded queue of telemetry records. Its methods may
 // be called from many goroutines.
 type Outbox struct {
-	db   *badger.DB
+	dir  string
 	log  *slog.Logger
 	opts Options
-	logs *lograte.Limiter // for dropping records when full
+	logs *lograte.Limiter // keyed by event
 
-	mu      sync.Mutex
-	closed  bool
-	lastSeq uint64 // the last sequence assigned
-	count   int
-	bytes   int64
+	stop, done chan struct{} // the maintenance loop
+
+	mu sync.Mutex
+	// db is nil until the database is open: Open found no room, or a
+	// reopen failed.
+	db       *badger.DB
+	closed   bool
+	loaded   bool      // lastSeq and the reports were read from disk
+	broken   bool      // a write failed: reopen before the next one
+	nextOpen time.Time // the next attempt to open after a failed one
+	noSpace  bool      // see room
+	lastSeq  uint64    // the last sequence assigned
+	count    int
+	bytes    int64
 	// fresh collects drops not yet handed to a batch; sent is the report
 	// handed to batches (TakeDropReport) until one of them is acked. Drops
 	// after the hand-over go to fresh, so a report never changes once sent
 	// and each dropped record is in exactly one report.
 	fresh, sent *shoalv1.DropReport
+	// metaDirty: fresh or sent changed while the outbox could not write.
+	metaDirty bool
+	// held counts records not written; they become a drop report once the
+	// outbox can write again (catchUp).
+	held held
+	// acked are ranges acked while the outbox could not delete them: left
+	// out of count, bytes and Pending, deleted by catchUp.
+	acked []seqRange
 	// sentFirst..sentLast is the batch sent was last handed to: an Ack
 	// covering it clears sent. Zero until TakeDropReport (e.g. after a
 	// restart the next batch takes it again).
 	sentFirst, sentLast uint64
 	// pendFirst..pendLast is what the last Pending call returned.
 	pendFirst, pendLast uint64
+	// floor is the sequence floor on disk (see ensureFloor).
+	floor      uint64
+	floorRetry time.Time
+	// writes counts committed writes; synced is its value at the last sync.
+	writes, synced uint64
+	stats          Stats
 }
 
 // Open opens (or creates) the outbox in dir. A nil log discards.
+//
+// A database that cannot be opened is moved aside and an empty one started
+// (see openDB); another process holding dir is an error. When the file
+// system is nearly full, Open succeeds without opening the database: the
+// outbox opens it once there is room, and until then counts what it is
+// asked to append.
 func Open(dir string, opts Options, log *slog.Logger) (*Outbox, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultMaxBytes
 	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = DefaultMinFreeBytes
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
-	db, err := badger.Open(badgerOptions(dir, opts, log))
-	if err != nil {
-		return nil, fmt.Errorf("open outbox in %s: %w", dir, err)
+	o := &Outbox{dir: dir, log: log, opts: opts, logs: lograte.New(logEvery, 16, nil), floor: readCount(dir + seqSuffix)}
+	if o.room() {
+		if err := o.reopen(); err != nil && !errors.Is(err, errNoRoom) {
+			return nil, err
+		}
 	}
-	o := &Outbox{db: db, log: log, opts: opts, logs: lograte.New(logEvery, 1, nil)}
-	if err := o.load(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open outbox in %s: %w", dir, err)
-	}
-	log.Debug("outbox open", "dir", dir, "records", o.count, "bytes", o.bytes, "last_seq", o.lastSeq)
+	o.startLoop()
+	log.Debug("outbox open", "dir", dir, "open", o.db != nil, "records", o.count, "bytes", o.bytes, "last_seq", o.lastSeq)
 	return o, nil
 }
 
-// load rebuilds the in-memory counters from disk.
-func (o *Outbox) load() error {
-	return o.db.View(func(txn *badger.Txn) error {
-		if v, err := get(txn, keySeq); err != nil {
+// diskState is what load reads from a database.
+type diskState struct {
+	lastSeq     uint64
+	empty       bool // no sequence counter and no records: a new database
+	count       int
+	bytes       int64
+	fresh, sent *shoalv1.DropReport
+}
+
+// load reads the counters and drop reports from db. Records in skip (acked
+// while they could not be deleted) are left out of count and bytes.
+func load(db *badger.DB, skip []seqRange) (st diskState, err error) {
+	err = db.View(func(txn *badger.Txn) error {
+		v, err := get(txn, keySeq)
+		if err != nil {
 			return err
-		} else if len(v) == 8 {
-			o.lastSeq = binary.BigEndian.Uint64(v)
 		}
+		if len(v) == 8 {
+			st.lastSeq = binary.BigEndian.Uint64(v)
+		}
+		st.empty = v == nil
 		for _, r := range []struct {
 			key []byte
 			dst **shoalv1.DropReport
-		}{{keyFresh, &o.fresh}, {keySent, &o.sent}} {
+		}{{keyFresh, &st.fresh}, {keySent, &st.sent}} {
 			v, err := get(txn, r.key)
 			if err != nil {
 				return err
@@ -154,15 +285,137 @@ func (o *Outbox) load() error {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			o.count++
-			o.bytes += item.ValueSize()
+			seq := seqOf(item.Key())
+			st.empty = false
 			// The counter is written with every record; this only matters
 			// if it was lost.
-			o.lastSeq = max(o.lastSeq, seqOf(item.Key()))
+			st.lastSeq = max(st.lastSeq, seq)
+			if inRanges(skip, seq) {
+				continue
+			}
+			st.count++
+			st.bytes += item.ValueSize()
 		}
 		return nil
 	})
+	return st, err
 }
+
+// reopen (re)opens the database and merges what it holds with what the
+// outbox kept in memory while it could not write. The caller holds o.mu
+// (or is Open) and has checked room.
+func (o *Outbox) reopen() error {
+	if o.db != nil {
+		if err := o.db.Close(); err != nil {
+			o.log.Warn("outbox: closing the database to reopen it", "err", err)
+		}
+		o.db = nil
+	}
+	op, err := o.openDB()
+	if err != nil {
+		o.nextOpen = time.Now().Add(reopenEvery)
+		return err
+	}
+	st := op.st
+	if o.loaded {
+		o.stats.Reopens++
+	}
+	if op.movedAside {
+		// Its records are gone, and so are the acks of them; reports kept
+		// in memory go into the new database.
+		o.acked = nil
+		o.metaDirty = o.fresh != nil || o.sent != nil
+	}
+	if st.empty {
+		// Started empty (new, moved aside, deleted by hand): go on above
+		// every sequence ever handed out.
+		st.lastSeq = max(st.lastSeq, o.floor)
+	}
+	o.db, o.broken, o.loaded = op.db, false, true
+	o.lastSeq = max(o.lastSeq, st.lastSeq)
+	o.count, o.bytes = st.count, st.bytes
+	if !o.metaDirty {
+		o.fresh, o.sent = st.fresh, st.sent
+	}
+	return nil
+}
+
+// writable reports whether the outbox can write now: there is room, the
+// database is open, and what was held back while it could not write has
+// been written (catchUp). The caller holds o.mu.
+func (o *Outbox) writable() bool {
+	if !o.room() {
+		return false
+	}
+	if o.db == nil || o.broken {
+		if time.Now().Before(o.nextOpen) {
+			return false
+		}
+		if err := o.reopen(); err != nil {
+			o.logs.Log(o.log, slog.LevelError, "reopen", "cannot open the telemetry outbox; will retry", "err", err, "retry_in", reopenEvery.String())
+			return false
+		}
+	}
+	return o.catchUp() == nil
+}
+
+// catchUp writes what was held back while the outbox could not write: the
+// deletion of records acked meanwhile, then the records it could not write,
+// as dropped under sequence numbers of their own, and the drop reports.
+// The caller holds o.mu and has checked room.
+func (o *Outbox) catchUp() error {
+	for len(o.acked) > 0 {
+		r := o.acked[0]
+		if _, _, err := o.deleteRange(r.first, r.last); err != nil {
+			return o.failed(fmt.Sprintf("delete acked records %d..%d", r.first, r.last), err)
+		}
+		o.acked = o.acked[1:]
+	}
+	o.acked = nil
+	if o.held.records == 0 && !o.metaDirty {
+		return nil
+	}
+	fresh, seq, h := o.fresh, o.lastSeq, o.held
+	if h.records > 0 {
+		seq += h.records
+		o.ensureFloor(seq)
+		fresh = addDrops(cloneReport(o.fresh), o.lastSeq+1, seq, h.records, h.from, h.to)
+	}
+	err := o.db.Update(func(txn *badger.Txn) error {
+		if err := putReport(txn, keyFresh, fresh); err != nil {
+			return err
+		}
+		if err := putReport(txn, keySent, o.sent); err != nil {
+			return err
+		}
+		return txn.Set(keySeq, seqBytes(seq))
+	})
+	// Never hand these sequences out again, whatever the outcome: at worst
+	// the held records are reported twice, under different sequences.
+	first := o.lastSeq + 1
+	o.lastSeq = seq
+	if err != nil {
+		return o.failed("write the drop report", err)
+	}
+	o.wrote()
+	if h.records > 0 {
+		o.log.Warn("telemetry the outbox could not write is reported as dropped",
+			"records", h.records, "first_seq", first, "last_seq", seq, "from", time.UnixMilli(h.from).UTC(), "to", time.UnixMilli(h.to).UTC())
+	}
+	o.fresh, o.held, o.metaDirty = fresh, held{}, false
+	return nil
+}
+
+// failed counts and logs a failed write and marks the database for a
+// reopen. It returns err with what was being done.
+func (o *Outbox) failed(what string, err error) error {
+	o.stats.WriteErrors++
+	o.broken = true
+	o.logs.Log(o.log, slog.LevelError, "write", "outbox: a write failed; reopening the database", "op", what, "err", err)
+	return fmt.Errorf("outbox: %s: %w", what, err)
+}
+
+func (o *Outbox) wrote() { o.writes++ }
 
 func get(txn *badger.Txn, key []byte) ([]byte, error) {
 	item, err := txn.Get(key)
@@ -181,6 +434,12 @@ func seqBytes(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq
 // rec.Seq), and returns that number. When the queue would pass MaxBytes it
 // first drops the oldest records and adds them to the drop report. A record
 // larger than MaxBytes or MaxRecordBytes is refused.
+//
+// When the outbox cannot write — the file system is nearly full, or its
+// database is not open — Append counts rec as dropped and returns 0 and no
+// error: once the outbox can write again the records it counted go into a
+// drop report, under sequence numbers of their own. Stats tells how many.
+// An error means rec was not stored nor counted: try again later.
 func (o *Outbox) Append(rec *shoalv1.TelemetryRecord) (uint64, error) {
 	if rec == nil {
 		return 0, errors.New("outbox: append of a nil record")
@@ -194,15 +453,29 @@ func (o *Outbox) Append(rec *shoalv1.TelemetryRecord) (uint64, error) {
 	oldSeq := rec.Seq
 	rec.Seq = seq
 	val, err := proto.Marshal(rec)
+	rec.Seq = oldSeq
 	if err != nil {
-		rec.Seq = oldSeq
 		return 0, fmt.Errorf("outbox: encode record: %w", err)
 	}
 	size := int64(len(val))
 	if limit := min(o.opts.MaxBytes, MaxRecordBytes); size > limit {
-		rec.Seq = oldSeq
 		return 0, fmt.Errorf("outbox: a record of %d bytes (model %q) is over the %d-byte limit", size, rec.GetModelName(), limit)
 	}
+	if !o.writable() {
+		o.hold(rec)
+		return 0, nil
+	}
+	if seq != o.lastSeq+1 { // catchUp handed out sequences
+		seq = o.lastSeq + 1
+		rec.Seq = seq
+		val, err = proto.Marshal(rec)
+		rec.Seq = oldSeq
+		if err != nil {
+			return 0, fmt.Errorf("outbox: encode record: %w", err)
+		}
+		size = int64(len(val))
+	}
+	o.ensureFloor(seq)
 	var (
 		fresh   = o.fresh
 		dropped int
@@ -228,17 +501,36 @@ func (o *Outbox) Append(rec *shoalv1.TelemetryRecord) (uint64, error) {
 	// Never hand out seq again, even if the commit's outcome is unclear.
 	o.lastSeq = seq
 	if err != nil {
-		rec.Seq = oldSeq
-		return 0, fmt.Errorf("outbox: append record %d: %w", seq, err)
+		return 0, o.failed(fmt.Sprintf("append record %d", seq), err)
 	}
+	o.wrote()
+	rec.Seq = seq
 	o.count += 1 - dropped
 	o.bytes += size - freed
 	if dropped > 0 {
 		o.fresh = fresh
-		o.logs.Log(o.log, slog.LevelWarn, "", "outbox full: dropped the oldest telemetry records",
+		o.stats.DroppedFull += uint64(dropped)
+		o.logs.Log(o.log, slog.LevelWarn, "full", "outbox full: dropped the oldest telemetry records",
 			"dropped", dropped, "unreported_drops", fresh.GetRecords(), "first_seq", fresh.GetFirstSeq(), "last_seq", fresh.GetLastSeq(), "max_bytes", o.opts.MaxBytes)
 	}
 	return seq, nil
+}
+
+// hold counts a record the outbox cannot write; catchUp reports it.
+func (o *Outbox) hold(rec *shoalv1.TelemetryRecord) {
+	h := &o.held
+	h.records++
+	if from := rec.GetWindowStartUnixMs(); from != 0 && (h.from == 0 || from < h.from) {
+		h.from = from
+	}
+	h.to = max(h.to, rec.GetWindowEndUnixMs())
+	o.stats.DroppedNoSpace++
+	reason := "the file system is nearly full"
+	if !o.noSpace {
+		reason = "the outbox database is not open"
+	}
+	o.logs.Log(o.log, slog.LevelWarn, "held", "telemetry not written; it will be reported as dropped once the outbox can write",
+		"reason", reason, "not_written", h.records)
 }
 
 // dropOldest deletes records from the head of the queue until at least
@@ -277,6 +569,14 @@ func setProto(txn *badger.Txn, key []byte, m proto.Message) error {
 	return txn.Set(key, v)
 }
 
+// putReport stores r under key, or deletes key when r is nil.
+func putReport(txn *badger.Txn, key []byte, r *shoalv1.DropReport) error {
+	if r == nil {
+		return txn.Delete(key)
+	}
+	return setProto(txn, key, r)
+}
+
 func cloneReport(r *shoalv1.DropReport) *shoalv1.DropReport {
 	if r == nil {
 		return nil
@@ -286,7 +586,7 @@ func cloneReport(r *shoalv1.DropReport) *shoalv1.DropReport {
 
 // Pending returns up to max queued records, oldest first (max ≤ 0 means
 // DefaultBatchSize). A record that can no longer be decoded is deleted and
-// reported as dropped.
+// reported as dropped. While the database is not open it returns none.
 func (o *Outbox) Pending(max int) ([]*shoalv1.TelemetryRecord, error) {
 	if max <= 0 {
 		max = DefaultBatchSize
@@ -296,13 +596,19 @@ func (o *Outbox) Pending(max int) ([]*shoalv1.TelemetryRecord, error) {
 	if o.closed {
 		return nil, ErrClosed
 	}
+	if o.db == nil || o.broken {
+		o.writable()
+	}
+	if o.db == nil || o.broken {
+		return nil, nil
+	}
 	recs := make([]*shoalv1.TelemetryRecord, 0, min(max, o.count))
 	var corrupt [][]byte
 	var corruptBytes int64
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix, PrefetchValues: true, PrefetchSize: min(max, 100)})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(recs) < max; it.Next() {
+		for it.Rewind(); o.skipAcked(it) && len(recs) < max; it.Next() {
 			item := it.Item()
 			if err := item.Value(func(v []byte) error {
 				r := &shoalv1.TelemetryRecord{}
@@ -323,7 +629,7 @@ func (o *Outbox) Pending(max int) ([]*shoalv1.TelemetryRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: pending: %w", err)
 	}
-	if len(corrupt) > 0 {
+	if len(corrupt) > 0 && o.writable() {
 		o.dropCorrupt(corrupt, corruptBytes)
 	}
 	o.pendFirst, o.pendLast = 0, 0
@@ -331,6 +637,20 @@ func (o *Outbox) Pending(max int) ([]*shoalv1.TelemetryRecord, error) {
 		o.pendFirst, o.pendLast = recs[0].Seq, recs[len(recs)-1].Seq
 	}
 	return recs, nil
+}
+
+// skipAcked moves it past records acked but not yet deleted and reports
+// whether it is still valid. The caller holds o.mu.
+func (o *Outbox) skipAcked(it *badger.Iterator) bool {
+	for it.Valid() {
+		seq := seqOf(it.Item().Key())
+		i := rangeIndex(o.acked, seq)
+		if i < 0 {
+			return true
+		}
+		it.Seek(recKey(o.acked[i].last + 1))
+	}
+	return false
 }
 
 // dropCorrupt deletes undecodable records and reports them as dropped.
@@ -347,12 +667,14 @@ func (o *Outbox) dropCorrupt(keys [][]byte, size int64) {
 		return setProto(txn, keyFresh, fresh)
 	})
 	if err != nil {
-		o.log.Error("outbox: cannot delete undecodable records", "records", len(keys), "err", err)
+		o.failed("delete undecodable records", err)
 		return
 	}
+	o.wrote()
 	o.fresh = fresh
 	o.count -= len(keys)
 	o.bytes -= size
+	o.stats.DroppedCorrupt += uint64(len(keys))
 	o.log.Error("outbox: dropped undecodable records", "records", len(keys), "first_seq", seqOf(keys[0]))
 }
 
@@ -360,7 +682,9 @@ func (o *Outbox) dropCorrupt(keys [][]byte, size int64) {
 // the control plane has stored them. Sequences not queued (already acked,
 // dropped, never assigned) are ignored, so duplicate acks are harmless. The
 // drop report from TakeDropReport is cleared by the Ack that removes the
-// last record of the batch it was given to.
+// last record of the batch it was given to. While the outbox cannot write,
+// the records are taken out of the queue at once and deleted from disk
+// once it can.
 func (o *Outbox) Ack(first, last uint64) error {
 	if first > last {
 		return fmt.Errorf("outbox: ack of the empty range %d..%d", first, last)
@@ -370,10 +694,52 @@ func (o *Outbox) Ack(first, last uint64) error {
 	if o.closed {
 		return ErrClosed
 	}
+	canWrite := o.writable()
+	switch {
+	case canWrite:
+		n, freed, err := o.deleteRange(first, last)
+		o.count -= n
+		o.bytes -= freed
+		if err != nil {
+			return o.failed(fmt.Sprintf("ack %d..%d", first, last), err)
+		}
+	case o.db == nil || o.broken:
+		// An ack of what an earlier run sent: applied when loaded.
+		o.acked = addRange(o.acked, first, last)
+	default:
+		if err := o.deferAck(first, last); err != nil {
+			return err
+		}
+	}
+	if o.sent != nil && o.sentLast != 0 && first <= o.sentLast && last >= o.sentFirst {
+		// The ack overlaps the batch that carried the report: once none of
+		// that batch is left (acked, whole or in parts), neither is the
+		// report's reason to stay.
+		if left, err := o.anyIn(o.sentFirst, o.sentLast); err != nil || left {
+			return err
+		}
+		if !canWrite {
+			o.metaDirty = true
+		} else if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(keySent) }); err != nil {
+			// Kept: it goes out again with the next batch, which is better
+			// than losing it.
+			return o.failed(fmt.Sprintf("ack %d..%d: clear the drop report", first, last), err)
+		} else {
+			o.wrote()
+		}
+		o.sent, o.sentFirst, o.sentLast = nil, 0, 0
+	}
+	return nil
+}
+
+// deleteRange deletes the queued records first..last in transactions of at
+// most ackChunk deletions, and returns how many it deleted and their size.
+// The caller holds o.mu.
+func (o *Outbox) deleteRange(first, last uint64) (deleted int, freed int64, err error) {
 	from := first
 	for {
 		var n int
-		var freed int64
+		var size int64
 		var next uint64
 		done := true
 		err := o.db.Update(func(txn *badger.Txn) error {
@@ -392,35 +758,48 @@ func (o *Outbox) Ack(first, last uint64) error {
 				if err := txn.Delete(item.KeyCopy(nil)); err != nil {
 					return err
 				}
-				freed += item.ValueSize()
+				size += item.ValueSize()
 				n++
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("outbox: ack %d..%d: %w", first, last, err)
+			return deleted, freed, err
 		}
-		o.count -= n
-		o.bytes -= freed
+		o.wrote()
+		deleted += n
+		freed += size
 		if done {
-			break
+			return deleted, freed, nil
 		}
 		from = next
 	}
-	if o.sent != nil && o.sentLast != 0 && first <= o.sentLast && last >= o.sentFirst {
-		// The ack overlaps the batch that carried the report: once none of
-		// that batch is left (acked, whole or in parts), neither is the
-		// report's reason to stay.
-		if left, err := o.anyIn(o.sentFirst, o.sentLast); err != nil || left {
-			return err
+}
+
+// deferAck takes first..last out of the queue without writing: the records
+// stay on disk, skipped, until catchUp deletes them. The caller holds o.mu.
+func (o *Outbox) deferAck(first, last uint64) error {
+	var n int
+	var size int64
+	err := o.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix})
+		defer it.Close()
+		for it.Seek(recKey(first)); o.skipAcked(it); it.Next() {
+			item := it.Item()
+			if seqOf(item.Key()) > last {
+				break
+			}
+			size += item.ValueSize()
+			n++
 		}
-		if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(keySent) }); err != nil {
-			// Kept: it goes out again with the next batch, which is better
-			// than losing it.
-			return fmt.Errorf("outbox: ack %d..%d: clear the drop report: %w", first, last, err)
-		}
-		o.sent, o.sentFirst, o.sentLast = nil, 0, 0
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("outbox: ack %d..%d: %w", first, last, err)
 	}
+	o.acked = addRange(o.acked, first, last)
+	o.count -= n
+	o.bytes -= size
 	return nil
 }
 
@@ -436,12 +815,15 @@ func (o *Outbox) AnyIn(first, last uint64) (bool, error) {
 }
 
 func (o *Outbox) anyIn(first, last uint64) (bool, error) {
+	if o.db == nil {
+		return false, nil
+	}
 	var found bool
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix})
 		defer it.Close()
 		it.Seek(recKey(first))
-		found = it.Valid() && seqOf(it.Item().Key()) <= last
+		found = o.skipAcked(it) && seqOf(it.Item().Key()) <= last
 		return nil
 	})
 	if err != nil {
@@ -466,15 +848,19 @@ func (o *Outbox) TakeDropReport() *shoalv1.DropReport {
 			return nil
 		}
 		sent := o.fresh
-		if err := o.db.Update(func(txn *badger.Txn) error {
+		if !o.writable() {
+			o.metaDirty = true // written by catchUp
+		} else if err := o.db.Update(func(txn *badger.Txn) error {
 			if err := setProto(txn, keySent, sent); err != nil {
 				return err
 			}
 			return txn.Delete(keyFresh)
 		}); err != nil {
-			// Carry on from memory: after a restart the same drops come
-			// back as fresh and are reported then.
-			o.log.Warn("outbox: cannot record the drop report as sent", "err", err)
+			// Carry on from memory; catchUp writes it after the reopen.
+			o.failed("record the drop report as sent", err)
+			o.metaDirty = true
+		} else {
+			o.wrote()
 		}
 		o.sent, o.fresh = sent, nil
 	}
@@ -503,17 +889,101 @@ func (o *Outbox) LastSeq() uint64 {
 	return o.lastSeq
 }
 
-// Close closes the database. Later calls return ErrClosed; a second Close
-// returns nil.
-func (o *Outbox) Close() error {
+// Stats returns the outbox's counters.
+func (o *Outbox) Stats() Stats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	s := o.stats
+	s.Records, s.Bytes, s.LastSeq = o.count, o.bytes, o.lastSeq
+	s.HeldRecords, s.NoSpace, s.Open = o.held.records, o.noSpace, o.db != nil && !o.broken
+	return s
+}
+
+// Close closes the database. Later calls return ErrClosed; a second Close
+// returns nil. Records counted as not written and not yet in a drop report
+// are lost with it, and logged as such.
+//
+// On a nearly full file system Close syncs Badger's log and leaves the
+// database open until the process exits, as a crash would: closing would
+// have Badger flush its memtable into a new table, a fatal fault on a full
+// disk. The next Open replays the log.
+func (o *Outbox) Close() error {
+	o.mu.Lock()
 	if o.closed {
+		o.mu.Unlock()
 		return nil
 	}
 	o.closed = true
-	if err := o.db.Close(); err != nil {
+	o.mu.Unlock()
+	close(o.stop)
+	<-o.done
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	room := o.db != nil && o.room()
+	if room && !o.broken {
+		_ = o.catchUp()
+	}
+	if n := o.held.records; n > 0 {
+		o.log.Error("telemetry the outbox could not write is lost unreported with this shutdown", "records", n,
+			"from", time.UnixMilli(o.held.from).UTC(), "to", time.UnixMilli(o.held.to).UTC())
+	}
+	db := o.db
+	o.db = nil
+	switch {
+	case db == nil:
+		return nil
+	case !room:
+		o.log.Warn("the file system is nearly full: the outbox is left for the next start to replay rather than flushed now", "dir", o.dir)
+		if err := db.Sync(); err != nil {
+			return fmt.Errorf("close outbox: sync: %w", err)
+		}
+		return nil
+	}
+	if err := db.Close(); err != nil {
 		return fmt.Errorf("close outbox: %w", err)
 	}
 	return nil
+}
+
+// rangeIndex returns the index of the range in rs (sorted, disjoint) that
+// holds seq, or -1.
+func rangeIndex(rs []seqRange, seq uint64) int {
+	for i, r := range rs {
+		if seq < r.first {
+			return -1
+		}
+		if seq <= r.last {
+			return i
+		}
+	}
+	return -1
+}
+
+func inRanges(rs []seqRange, seq uint64) bool { return rangeIndex(rs, seq) >= 0 }
+
+// addRange adds first..last to rs (sorted, disjoint), merging ranges that
+// touch or overlap.
+func addRange(rs []seqRange, first, last uint64) []seqRange {
+	out := make([]seqRange, 0, len(rs)+1)
+	n := seqRange{first, last}
+	placed := false
+	for _, r := range rs {
+		switch {
+		case r.last+1 < n.first:
+			out = append(out, r)
+		case n.last+1 < r.first:
+			if !placed {
+				out = append(out, n)
+				placed = true
+			}
+			out = append(out, r)
+		default:
+			n.first, n.last = min(n.first, r.first), max(n.last, r.last)
+		}
+	}
+	if !placed {
+		out = append(out, n)
+	}
+	return out
 }

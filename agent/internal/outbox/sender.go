@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/agent/internal/failpoint"
 	"github.com/shoalfleet/shoal/internal/lograte"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -263,6 +264,7 @@ func (s *Sender) send() (*flight, error) {
 	if err := s.pub.Publish(s.cfg.Topic, payload, false); err != nil {
 		return nil, fmt.Errorf("publish telemetry batch %d..%d: %w", b.FirstSeq, b.LastSeq, err)
 	}
+	failpoint.Hit(failpoint.UploadAfterPublish)
 	return &flight{b.FirstSeq, b.LastSeq}, nil
 }
 
@@ -273,6 +275,7 @@ func (s *Sender) apply(a *shoalv1.Ack) {
 		s.logLimited(slog.LevelWarn, "ignored an ack for records never sent", "first_seq", first, "last_seq", last, "last_assigned", s.o.LastSeq())
 		return
 	}
+	failpoint.Hit(failpoint.UploadAfterAck)
 	if err := s.o.Ack(first, last); err != nil {
 		if !errors.Is(err, ErrClosed) {
 			s.logLimited(slog.LevelError, "cannot delete acked telemetry", "err", err)

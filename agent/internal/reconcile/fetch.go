@@ -124,7 +124,7 @@ func (r *Reconciler) downloadOnce(ctx context.Context, a *shoalv1.Artifact) (res
 	}
 	want := size - have
 	body := &progressReader{r: io.LimitReader(resp.Body, want+1), onRead: func() { stall.Reset(r.cfg.StallTimeout) }}
-	n, copyErr := io.Copy(f, body)
+	n, copyErr := io.Copy(halfwayHook(f, have, size), body)
 	syncErr := f.Sync()
 	closeErr := f.Close()
 	switch {

@@ -51,6 +51,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/agent/internal/failpoint"
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/agent/internal/modelstore"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
@@ -450,6 +451,7 @@ func (r *Reconciler) install(ctx context.Context, m *manifest, s *slot) error {
 		path = part
 	}
 
+	failpoint.Hit(failpoint.Verified)
 	r.setPhase(s, shoalv1.Phase_PHASE_SELF_TEST, "")
 	discard := func() {
 		if part != "" {
@@ -487,6 +489,7 @@ func (r *Reconciler) install(ctx context.Context, m *manifest, s *slot) error {
 		return transient(err)
 	}
 	prev, had := r.cfg.Models.Swap(model)
+	failpoint.Hit(failpoint.Activated)
 	if had {
 		r.log.Info("activated", "model", name, "version", want.Version, "sequence", want.ReleaseSequence, "replaced", prev.Version)
 	} else {
@@ -503,6 +506,7 @@ func (r *Reconciler) fetch(ctx context.Context, s *slot, a *shoalv1.Artifact) (s
 		if err != nil {
 			return "", err
 		}
+		failpoint.Hit(failpoint.Downloaded)
 		part, _ := r.cfg.Store.Partial(a.GetSha256())
 		r.setPhase(s, shoalv1.Phase_PHASE_VERIFYING, "")
 		err = verifyArtifact(r.cfg.Verifier, part, a)

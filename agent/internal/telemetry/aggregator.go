@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shoalfleet/shoal/agent/internal/failpoint"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -222,6 +223,7 @@ func (a *Aggregator) rotateAt(end, next time.Time) error {
 			break
 		}
 		appended++
+		failpoint.Hit(failpoint.TelemetryAfterAppend)
 	}
 	if n := len(a.unsent) - maxUnsent; n > 0 {
 		a.log.Error("telemetry records lost: the sink kept refusing them", "records", n)

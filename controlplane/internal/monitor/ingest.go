@@ -3,6 +3,7 @@ package monitor
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
@@ -181,8 +182,8 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 			}
 			added++
 			c.Records++
-			c.Predictions += r.GetPredictions()
-			c.Errors += r.GetErrors()
+			c.Predictions = addCapped(c.Predictions, r.GetPredictions())
+			c.Errors = addCapped(c.Errors, r.GetErrors())
 			c.HighestSeq = max(c.HighestSeq, r.GetSeq())
 		}
 		changed := added > 0
@@ -192,7 +193,7 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 				if err := tx.Set(key, fmt.Appendf(nil, "%d", d.GetRecords())); err != nil {
 					return fmt.Errorf("write drop report: %w", err)
 				}
-				c.DroppedRecords += d.GetRecords()
+				c.DroppedRecords = addCapped(c.DroppedRecords, d.GetRecords())
 				changed = true
 			} else if err != nil {
 				return fmt.Errorf("read drop report: %w", err)
@@ -204,6 +205,15 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 		return store.PutJSON(tx, countersKey(id), c)
 	})
 	return added, dups, err
+}
+
+// addCapped adds two counts, stopping at the largest uint64 instead of
+// wrapping: the counts come from devices, and a total must never fall.
+func addCapped(a, b uint64) uint64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return math.MaxUint64
 }
 
 // ack tells the agent the batch's range is durably stored.

@@ -49,10 +49,10 @@ func (m *Monitor) Summary(ctx context.Context, deviceID string) (Summary, error)
 			DeviceID: id, Records: c.Records, Predictions: c.Predictions, Errors: c.Errors,
 			HighestSeq: c.HighestSeq, DroppedRecords: c.DroppedRecords,
 		})
-		sum.Total.Records += c.Records
-		sum.Total.Predictions += c.Predictions
-		sum.Total.Errors += c.Errors
-		sum.Total.DroppedRecords += c.DroppedRecords
+		sum.Total.Records = addCapped(sum.Total.Records, c.Records)
+		sum.Total.Predictions = addCapped(sum.Total.Predictions, c.Predictions)
+		sum.Total.Errors = addCapped(sum.Total.Errors, c.Errors)
+		sum.Total.DroppedRecords = addCapped(sum.Total.DroppedRecords, c.DroppedRecords)
 	}
 	if deviceID != "" {
 		if err := topics.ValidateDeviceID(deviceID); err != nil {

@@ -1,0 +1,46 @@
+//go:build failpoints
+
+package failpoint
+
+import (
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ClockFileEnv names the environment variable that points the fault
+// injection clock at a file holding an offset (a Go duration such as
+// "-1h" or "72h"); the agent's wall clock is time.Now plus that offset.
+// Tests rewrite the file to make the clock jump forward and back while the
+// agent runs. Go's monotonic readings are untouched, as they would be by a
+// real wall-clock step.
+const ClockFileEnv = "SHOAL_CLOCK_OFFSET_FILE"
+
+var clock struct {
+	mu      sync.Mutex
+	read    time.Time // when the file was last read (real time)
+	offset  time.Duration
+	path    string
+	pathSet bool
+}
+
+// Now is time.Now shifted by the offset in $SHOAL_CLOCK_OFFSET_FILE, read
+// at most every 20ms.
+func Now() time.Time {
+	real := time.Now()
+	clock.mu.Lock()
+	defer clock.mu.Unlock()
+	if !clock.pathSet {
+		clock.path, clock.pathSet = os.Getenv(ClockFileEnv), true
+	}
+	if clock.path != "" && real.Sub(clock.read) > 20*time.Millisecond {
+		clock.read = real
+		if b, err := os.ReadFile(clock.path); err == nil {
+			if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil {
+				clock.offset = d
+			}
+		}
+	}
+	return real.Add(clock.offset)
+}

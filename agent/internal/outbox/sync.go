@@ -1,0 +1,71 @@
+package outbox
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Durability without SyncWrites: Badger writes its log through a shared
+// memory mapping, so a record is in the operating system's page cache when
+// Append returns. A crash of the agent loses nothing then (the kernel still
+// writes those pages back); a power cut loses what the kernel has not
+// written back yet, which is up to dirty_expire_centisecs (30 s by default)
+// plus a writeback period (dirty_writeback_centisecs, 5 s). The
+// maintenance loop syncs the log every SyncInterval when something was
+// written, which bounds that loss to about SyncInterval at the cost of one
+// fsync per interval instead of one per write.
+
+// startLoop starts the maintenance loop: periodic syncs, and, while the
+// outbox cannot write, looking whether it can again.
+func (o *Outbox) startLoop() {
+	every := maintainEvery
+	if o.syncs() {
+		every = min(every, o.opts.SyncInterval)
+	}
+	o.stop, o.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(o.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-o.stop:
+				return
+			case <-t.C:
+				o.maintain(every)
+			}
+		}
+	}()
+}
+
+// syncs reports whether the loop syncs Badger's log.
+func (o *Outbox) syncs() bool { return !o.opts.SyncWrites && o.opts.SyncInterval > 0 }
+
+func (o *Outbox) maintain(every time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	if o.db == nil || o.broken || len(o.acked) > 0 || o.held.records > 0 || o.metaDirty {
+		o.writable()
+	}
+	// The ticker runs every SyncInterval unless that is longer than
+	// maintainEvery; then only every so many ticks sync.
+	if o.syncs() && o.db != nil && !o.broken && o.writes != o.synced && time.Since(o.stats.LastSync) >= o.opts.SyncInterval-every/2 {
+		o.sync()
+	}
+}
+
+// sync makes everything written so far durable. The caller holds o.mu.
+func (o *Outbox) sync() {
+	writes := o.writes
+	if err := o.db.Sync(); err != nil {
+		o.stats.SyncErrors++
+		o.logs.Log(o.log, slog.LevelError, "sync", "outbox: cannot sync telemetry to disk; will retry", "err", err)
+		return
+	}
+	o.synced = writes
+	o.stats.Syncs++
+	o.stats.LastSync = time.Now()
+}
