@@ -21,7 +21,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/shoalfleet/shoal/internal/buildinfo.Version=$(VERSION)
 TEST_TIMEOUT ?= 12m
-FUZZTIME ?= 3s
+FUZZTIME ?= 60s
 
 .PHONY: all build ort demo test test-short vet fmt-check proto clean cross-arm64
 
@@ -56,9 +56,22 @@ fmt-check:
 
 test: ort fmt-check vet build ## everything CI runs
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	GO=$(GO) scripts/fuzz.sh 3
+
+.PHONY: fuzz
+fuzz: ort ## every fuzz target for FUZZTIME each (scripts/fuzz.sh)
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
 
 test-short: ort
 	$(GO) test -short -count=1 ./...
+
+# The fault-injection suite in full (docs/RELIABILITY.md): the failpoint
+# build's own tests, then e2e/faults with minutes-long outages and many
+# random kills. `make test` runs e2e/faults in its short mode.
+.PHONY: test-faults
+test-faults: ort ## fault injection, full mode (docs/RELIABILITY.md)
+	$(GO) test -race -count=1 -tags failpoints ./agent/internal/failpoint
+	$(GO) test -race -count=1 -timeout 45m -v ./e2e/faults -faults.full
 
 bench: ort build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...

@@ -125,7 +125,12 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	a.loadModels()
 
-	a.outbox, err = outbox.Open(filepath.Join(cfg.DataDir, "outbox"), outbox.Options{MaxBytes: cfg.OutboxMaxBytes, SyncWrites: cfg.SyncWrites}, a.log.With("component", "outbox"))
+	a.outbox, err = outbox.Open(filepath.Join(cfg.DataDir, "outbox"), outbox.Options{
+		MaxBytes:     cfg.OutboxMaxBytes,
+		SyncWrites:   cfg.SyncWrites,
+		SyncInterval: cfg.OutboxSyncInterval,
+		MinFreeBytes: cfg.OutboxMinFreeBytes,
+	}, a.log.With("component", "outbox"))
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,15 @@ type Config struct {
 	OutboxMaxBytes int64
 	// SyncWrites fsyncs every outbox write.
 	SyncWrites bool
+	// OutboxSyncInterval is how often, without SyncWrites, the telemetry
+	// written to the outbox is synced to disk: about what a power cut can
+	// lose (outbox.DefaultSyncInterval if 0; negative: never, leaving it to
+	// the kernel's writeback, typically 30 s).
+	OutboxSyncInterval time.Duration
+	// OutboxMinFreeBytes is the free space the outbox's file system must
+	// have for it to write telemetry (OutboxMaxBytes + outbox.MinFreeSlack
+	// if 0).
+	OutboxMinFreeBytes int64
 	// IntraOpThreads is ONNX Runtime's intra-op thread count (0: default).
 	IntraOpThreads int
 	// Logger receives the agent's logs; nil discards them.
@@ -76,6 +85,9 @@ func (c *Config) validate() error {
 	}
 	if c.OutboxMaxBytes < 0 {
 		return fmt.Errorf("outbox max bytes %d is negative", c.OutboxMaxBytes)
+	}
+	if c.OutboxMinFreeBytes < 0 {
+		return fmt.Errorf("outbox min free bytes %d is negative", c.OutboxMinFreeBytes)
 	}
 	if c.IntraOpThreads < 0 {
 		return fmt.Errorf("intra-op threads %d is negative", c.IntraOpThreads)

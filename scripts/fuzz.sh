@@ -7,7 +7,11 @@
 #
 # Environment: GO (default go); FUZZ_PARALLEL, workers per target (default:
 # go's, one per CPU); FUZZ_MATCH, an extended regexp on "package target"
-# to run only some targets.
+# to run only some targets; FUZZ_MINIMIZETIME, go's -fuzzminimizetime
+# (default 1000x, a thousand runs, rather than go's 60s: go minimizes every
+# new interesting input as well as every failure, those runs are not
+# counted in execs, and on a target whose runs are slow, like FuzzDesired,
+# minimizing would eat most of a short budget).
 #
 # A failing input is written by go under the package's
 # testdata/fuzz/{Target}/: commit it with the fix, so that `go test` runs it
@@ -24,6 +28,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -eq 0 ]; then
 	exit 2
 fi
 
+mod=$("$GO" list -m)
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
@@ -62,11 +67,14 @@ i=0
 for t in "${targets[@]}"; do
 	pkg=${t% *}
 	name=${t#* }
+	rel=${pkg#"$mod"}
+	rel=${rel#/}
 	i=$((i + 1))
 	log="$logs/$i.log"
 	printf '[%d/%d] %s %s ... ' "$i" "${#targets[@]}" "$pkg" "$name"
-	# -timeout bounds a hung input; minimizing a failure takes up to a minute.
+	# -timeout bounds a hung input.
 	if "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "${secs}s" -timeout "$((secs + 300))s" \
+		-fuzzminimizetime "${FUZZ_MINIMIZETIME:-1000x}" \
 		${FUZZ_PARALLEL:+-parallel "$FUZZ_PARALLEL"} "$pkg" >"$log" 2>&1; then
 		result=PASS
 	else
@@ -78,13 +86,16 @@ for t in "${targets[@]}"; do
 	newi=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
 	echo "$result"
 	if [ "$result" = FAIL ]; then
-		sed -n '/--- FAIL/,$p' "$log" | head -n 40 | sed 's/^/    /'
-		[ -s "$log" ] && ! grep -q -- '--- FAIL' "$log" && tail -n 20 "$log" | sed 's/^/    /'
+		if grep -q -- '--- FAIL' "$log"; then
+			sed -n '/--- FAIL/,$p' "$log" | head -n 40 | sed 's/^/    /' || true
+		else
+			tail -n 20 "$log" | sed 's/^/    /'
+		fi
 		while IFS= read -r c; do
-			crashers+=("$pkg: $c")
+			crashers+=("${rel:+$rel/}$c")
 		done < <(sed -nE 's/.*Failing input written to (.*)/\1/p' "$log")
 	fi
-	rows+=("$pkg|$name|${execs:--}|${newi:--}|$result")
+	rows+=("${rel:-.}|$name|${execs:--}|${newi:--}|$result")
 done
 
 echo
@@ -92,7 +103,7 @@ echo
 	echo "package|target|execs|new interesting|result"
 	printf '%s\n' "${rows[@]}"
 } | awk -F'|' '{ for (i = 1; i <= NF; i++) { cell[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) } }
-	END { for (r = 1; r <= NR; r++) { for (i = 1; i <= 5; i++) printf "%-*s  ", w[i], cell[r, i]; printf "\n" } }'
+	END { for (r = 1; r <= NR; r++) { for (i = 1; i < 5; i++) printf "%-*s  ", w[i], cell[r, i]; print cell[r, 5] } }'
 if [ ${#crashers[@]} -gt 0 ]; then
 	echo
 	echo "failing inputs (commit them with the fix):"

@@ -11,9 +11,10 @@
 //	                (SIGTERM), Kill (SIGKILL), an API client, push, deploy,
 //	                telemetry and device waits
 //	Agent           `shoal-agent run` on a fixed data dir and API port:
-//	                Start(failpoints), Stop, Kill, Predict (counts what
-//	                succeeded), Round (one prediction, then wait until its
-//	                telemetry record is in the outbox)
+//	                Start(failpoints) (waits for its API), Launch (does not),
+//	                Stop, Kill, Predict (counts what succeeded), Round (one
+//	                prediction, then wait until its telemetry record is in
+//	                the outbox)
 //	ArtifactProxy   a reverse proxy in front of the control plane's HTTP that
 //	                records each artifact request (Range, status, bytes)
 //	Watch           samples the control plane's telemetry counters and
@@ -34,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -72,13 +74,16 @@ type suite struct {
 	chaosAgents, chaosLives int
 	// rounds bounds the predictions of one chaos life before its kill.
 	rounds int
+	// cpCrashes is how many times the control plane is killed and
+	// started again in the restart test.
+	cpCrashes int
 }
 
 func mode() suite {
 	if *fullFlag || os.Getenv("SHOAL_FAULTS") == "full" {
-		return suite{full: true, outage: 2 * time.Minute, chaosAgents: 3, chaosLives: 12, rounds: 12}
+		return suite{full: true, outage: 2 * time.Minute, chaosAgents: 3, chaosLives: 16, rounds: 16, cpCrashes: 3}
 	}
-	return suite{outage: 10 * time.Second, chaosAgents: 2, chaosLives: 4, rounds: 5}
+	return suite{outage: 10 * time.Second, chaosAgents: 2, chaosLives: 4, rounds: 5, cpCrashes: 1}
 }
 
 // newRand returns the test's random source, seeded from -faults.seed or
@@ -609,6 +614,24 @@ func (a *Agent) Proc() *Proc { return a.proc }
 // none) and waits until its local API answers. The first start enrolls.
 func (a *Agent) Start(t *testing.T, failpoints string) *Proc {
 	t.Helper()
+	p := a.Launch(t, failpoints)
+	poll(t, 60*time.Second, a.ID+": local API answering", func() error {
+		if p.Exited() {
+			t.Fatalf("%s exited at start: %v\n%s", p.Name, p.err, p.Tail(3000))
+		}
+		_, code, err := httpGet("http://" + a.APIAddr + "/v2/health/live")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("live: status %d", code)
+		}
+		return err
+	})
+	return p
+}
+
+// Launch runs the agent like Start but returns at once, e.g. to kill it
+// while it starts.
+func (a *Agent) Launch(t *testing.T, failpoints string) *Proc {
+	t.Helper()
 	if a.proc != nil && !a.proc.Exited() {
 		t.Fatalf("%s: Start while it runs", a.ID)
 	}
@@ -625,18 +648,7 @@ func (a *Agent) Start(t *testing.T, failpoints string) *Proc {
 	name += ")"
 	a.proc = startProc(t, name, filepath.Join(a.Dir, fmt.Sprintf("agent.%d.log", a.runs)), filepath.Join(bins(t), "shoal-agent"),
 		[]string{"SHOAL_FAILPOINTS=" + failpoints}, args...)
-	p := a.proc
-	poll(t, 60*time.Second, a.ID+": local API answering", func() error {
-		if p.Exited() {
-			t.Fatalf("%s exited at start: %v\n%s", p.Name, p.err, p.Tail(3000))
-		}
-		_, code, err := httpGet("http://" + a.APIAddr + "/v2/health/live")
-		if err == nil && code != http.StatusOK {
-			err = fmt.Errorf("live: status %d", code)
-		}
-		return err
-	})
-	return p
+	return a.proc
 }
 
 // Stop stops the agent with SIGTERM: it flushes its telemetry window and
@@ -768,7 +780,7 @@ func NewArtifactProxy(t *testing.T, cp *ControlPlane) *ArtifactProxy {
 	t.Helper()
 	target, _ := url.Parse(cp.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.ErrorLog = nil
+	rp.ErrorLog = log.New(io.Discard, "", 0) // agents killed mid-download cut copies short
 	ap := &ArtifactProxy{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sha, ok := strings.CutPrefix(r.URL.Path, "/v1/artifacts/")

@@ -4,7 +4,9 @@
 // test in the package that owns the fuzz target; that test rewrites them
 // with -update-fuzz-corpus and otherwise checks the committed files: each
 // seed is there, the valid ones are accepted and the malformed ones are
-// refused.
+// refused. To regenerate a package's seeds:
+//
+//	go test -run 'Corpus$' . -args -update-fuzz-corpus
 //
 // It is for tests only; no binary links it.
 package fuzzcorpus
@@ -65,7 +67,7 @@ func Sync(t testing.TB, target string, seeds []Seed, accept func(values []any) e
 		path := filepath.Join(dir, s.Name)
 		b, err := os.ReadFile(path)
 		if err != nil {
-			t.Errorf("seed %s: %v (regenerate with: go test -run '%s' -update-fuzz-corpus)", path, err, t.Name())
+			t.Errorf("seed %s: %v (regenerate: go test -run '^%s$' . -args -update-fuzz-corpus, in this package's directory)", path, err, t.Name())
 			continue
 		}
 		vals, err := Unmarshal(b)

@@ -39,3 +39,14 @@ func TestReadsGoFormat(t *testing.T) {
 		t.Error("Marshal(float64) accepted")
 	}
 }
+
+func TestAllocated(t *testing.T) {
+	var keep []byte
+	n := Allocated(func() { keep = make([]byte, 1<<20) })
+	if n < 1<<20 || n > 2<<20 {
+		t.Errorf("Allocated(1 MiB) = %d", n)
+	}
+	if len(keep) != 1<<20 {
+		t.Fatal(len(keep))
+	}
+}

@@ -14,19 +14,27 @@ import (
 )
 
 // FuzzFromProto decodes wire tensors (a manifest's self-test inputs and
-// expected outputs) as an agent does. A tensor FromProto accepts must be
-// valid, hold no more elements than the payload had bytes (no allocation
-// out of proportion to the input), re-encode to the same wire form (BOOL
+// expected outputs) as an agent does, allocating in proportion to the
+// payload. A tensor FromProto accepts must be valid, hold no more elements
+// than the payload had bytes, re-encode to the same wire form (BOOL
 // bytes other than 0 normalise to 1), match itself in Compare and not
 // match a copy with one value changed: the self-test must be able to tell.
 // Seeds: testdata/fuzz/FuzzFromProto, from TestFuzzFromProtoCorpus.
 func FuzzFromProto(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		var p shoalv1.Tensor
-		if err := proto.Unmarshal(payload, &p); err != nil {
+		var got Tensor
+		var uerr, err error
+		if n := fuzzcorpus.Allocated(func() {
+			if uerr = proto.Unmarshal(payload, &p); uerr == nil {
+				got, err = FromProto(&p)
+			}
+		}); n > fuzzcorpus.AllocBudget(len(payload)) {
+			t.Fatalf("decoding a %d-byte tensor allocated %d bytes", len(payload), n)
+		}
+		if uerr != nil {
 			return // the manifest's protojson/proto layer refuses it first
 		}
-		got, err := FromProto(&p)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "tensor ") {
 				t.Fatalf("error %q does not name the tensor", err)

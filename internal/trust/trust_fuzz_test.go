@@ -48,17 +48,22 @@ func decodeB64(s string) ([]byte, error) {
 }
 
 // FuzzOpenEnvelope opens DSSE envelopes as an agent opens the deployment
-// manifests in its desired state. Whatever the envelope's JSON looks like,
-// OpenEnvelope may only return a payload the pinned key signed; that
-// payload must be the one the envelope carries; and the same envelope with
-// any one bit of its payload or signature changed, or opened with another
-// key or payload type, must be refused. Seeds:
+// manifests in its desired state, allocating in proportion to the
+// envelope. Whatever the envelope's JSON looks like, OpenEnvelope may only
+// return a payload the pinned key signed; that payload must be the one the
+// envelope carries; and the same envelope with any one bit of its payload
+// or signature changed, or opened with another key or payload type, must
+// be refused. Seeds:
 // testdata/fuzz/FuzzOpenEnvelope, from TestFuzzOpenEnvelopeCorpus.
 func FuzzOpenEnvelope(f *testing.F) {
 	_, v := fuzzVerifier(f, 0)
 	_, other := fuzzVerifier(f, 2) // a key that signs nothing
 	f.Fuzz(func(t *testing.T, env []byte) {
-		payload, err := v.OpenEnvelope(env, ManifestPayloadType)
+		var payload []byte
+		var err error
+		if n := fuzzcorpus.Allocated(func() { payload, err = v.OpenEnvelope(env, ManifestPayloadType) }); n > fuzzcorpus.AllocBudget(len(env)) {
+			t.Fatalf("opening a %d-byte envelope allocated %d bytes", len(env), n)
+		}
 		if err != nil {
 			if err.Error() == "" || payload != nil {
 				t.Fatalf("refused with payload %q and error %q", payload, err)

@@ -28,18 +28,25 @@ var renderOption = map[string]func(s settings) string{
 	"profile":          func(s settings) string { return s.Profile },
 	"telemetry-window": func(s settings) string { return s.TelemetryWindow.String() },
 	"outbox-max-bytes": func(s settings) string { return strconv.FormatInt(s.OutboxMaxBytes, 10) },
-	"sync-writes":      func(s settings) string { return strconv.FormatBool(s.SyncWrites) },
-	"intra-op-threads": func(s settings) string { return strconv.Itoa(s.IntraOpThreads) },
-	"log-level":        func(s settings) string { return s.LogLevel.String() },
-	"log-format":       func(s settings) string { return s.LogFormat },
+	"outbox-sync-interval": func(s settings) string {
+		if s.OutboxSyncInterval < 0 {
+			return "0" // off
+		}
+		return s.OutboxSyncInterval.String()
+	},
+	"outbox-min-free-bytes": func(s settings) string { return strconv.FormatInt(s.OutboxMinFreeBytes, 10) },
+	"sync-writes":           func(s settings) string { return strconv.FormatBool(s.SyncWrites) },
+	"intra-op-threads":      func(s settings) string { return strconv.Itoa(s.IntraOpThreads) },
+	"log-level":             func(s settings) string { return s.LogLevel.String() },
+	"log-format":            func(s settings) string { return s.LogFormat },
 }
 
-// FuzzConfigFile loads arbitrary config files (YAML or JSON). A file is
-// either refused with an error that names it (and never shows the
-// enrollment token), or it sets exactly the options its top-level keys
-// name, each recorded with the file and line, to values within their
-// ranges; writing those settings out and loading them again gives the
-// same settings. Seeds: testdata/fuzz/FuzzConfigFile, from the config
+// FuzzConfigFile loads arbitrary config files (YAML or JSON), allocating
+// in proportion to their size. A file is either refused with an error that
+// names it (and never shows the enrollment token), or it sets exactly the
+// options its top-level keys name, each recorded with the file and line,
+// to values within their ranges; writing those settings out and loading
+// them again gives the same settings. Seeds: testdata/fuzz/FuzzConfigFile, from the config
 // files in testdata/ and TestFuzzConfigFileCorpus.
 func FuzzConfigFile(f *testing.F) {
 	for _, o := range options {
@@ -56,7 +63,10 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		s, set := defaultSettings(), map[string]string{}
-		err := loadFile(path, &s, set)
+		var err error
+		if n := fuzzcorpus.Allocated(func() { err = loadFile(path, &s, set) }); n > fuzzcorpus.AllocBudget(len(data)) {
+			t.Fatalf("loading a %d-byte file allocated %d bytes", len(data), n)
+		}
 		var doc yaml.Node
 		yamlErr := yaml.Unmarshal(data, &doc)
 		if err != nil {
@@ -85,7 +95,7 @@ func FuzzConfigFile(f *testing.F) {
 		if len(set) != len(keys) {
 			t.Fatalf("set records %d keys; the file has %q", len(set), keys)
 		}
-		if s.TelemetryWindow < 0 || s.OutboxMaxBytes < 0 || s.IntraOpThreads < 0 || (s.LogFormat != "text" && s.LogFormat != "json") {
+		if s.TelemetryWindow < 0 || s.OutboxMaxBytes < 0 || s.OutboxMinFreeBytes < 0 || s.IntraOpThreads < 0 || (s.LogFormat != "text" && s.LogFormat != "json") {
 			t.Fatalf("out-of-range settings loaded: %+v", s)
 		}
 		out := map[string]string{}

@@ -33,7 +33,7 @@ func TestGoodConfigFiles(t *testing.T) {
 			DataDir: "/var/lib/shoal-agent", ServerURL: "http://10.0.0.1:8080", BrokerURL: "tcp://10.0.0.1:1883",
 			DeviceID: "pump-7", EnrollToken: "s3cret-token", APIAddr: "127.0.0.1:9191",
 			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "raspberry-pi-4", TelemetryWindow: 30 * time.Second,
-			OutboxMaxBytes: 1 << 20, SyncWrites: true, IntraOpThreads: 2,
+			OutboxMaxBytes: 1 << 20, OutboxSyncInterval: 250 * time.Millisecond, OutboxMinFreeBytes: 8 << 20, SyncWrites: true, IntraOpThreads: 2,
 		},
 		LogLevel: slog.LevelDebug, LogFormat: "json",
 	}
@@ -73,6 +73,12 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 	if err != nil || !m.Settings.SyncWrites {
 		t.Errorf("bare --sync-writes: %+v, %v", m.Settings, err)
 	}
+	// 0 turns periodic syncs off: the agent's "never" is negative, since
+	// its zero value means the default.
+	m, err = parse(t, "--config", "testdata/good.yaml", "--outbox-sync-interval", "0")
+	if err != nil || m.Settings.OutboxSyncInterval >= 0 {
+		t.Errorf("--outbox-sync-interval 0: %v, %v", m.Settings.OutboxSyncInterval, err)
+	}
 }
 
 func TestTokenFromEnvironment(t *testing.T) {
@@ -107,6 +113,8 @@ func TestBadConfig(t *testing.T) {
 		{[]string{"--config", "testdata/missing.yaml"}, `config file: open testdata/missing.yaml: no such file or directory`},
 		{[]string{"--telemetry-window", "soon"}, `--telemetry-window: "soon" is not a positive duration`},
 		{[]string{"--log-format", "xml"}, `--log-format: "xml" is not text or json`},
+		{[]string{"--outbox-sync-interval", "-1s"}, `--outbox-sync-interval: "-1s" is not a duration`},
+		{[]string{"--outbox-min-free-bytes", "0"}, `--outbox-min-free-bytes: "0" is not a positive number of bytes`},
 		{[]string{"--no-such-flag"}, `flag provided but not defined: -no-such-flag`},
 		{[]string{"--data-dir", "/d", "extra"}, `unexpected argument "extra"`},
 	} {

@@ -59,6 +59,25 @@ var options = []option{
 		s.OutboxMaxBytes = n
 		return nil
 	}},
+	{name: "outbox-sync-interval", usage: "how often queued telemetry is synced to disk: about what a power cut can lose (default 1s; 0: never, leaving it to the kernel, typically 30 s)", set: func(s *settings, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%q is not a duration (e.g. 1s, 500ms; 0 turns periodic syncs off)", v)
+		}
+		if d == 0 {
+			d = -1 // agent.Config: 0 is the default, negative is off
+		}
+		s.OutboxSyncInterval = d
+		return nil
+	}},
+	{name: "outbox-min-free-bytes", usage: "free space the telemetry queue's file system must keep for the agent to write telemetry (default: outbox-max-bytes + 8 MiB); below it records are counted and reported as dropped", set: func(s *settings, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%q is not a positive number of bytes", v)
+		}
+		s.OutboxMinFreeBytes = n
+		return nil
+	}},
 	{name: "sync-writes", isBool: true, usage: "fsync every telemetry write", set: func(s *settings, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -3,8 +3,6 @@ package outbox
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -14,14 +12,18 @@ import (
 // badgerOptions tunes Badger for a small device holding a small queue.
 // Badger's defaults suit a server: 5 memtables of 64 MiB, a 256 MiB block
 // cache and 1 GiB value-log files, hundreds of MB before the first record.
-// These keep the resident set near 12 MiB and the files near MaxBytes plus
-// a few MiB.
+// These keep the Go heap near 4 MiB with a full queue once a burst of
+// writes has settled, and the files at about twice MaxBytes (three times
+// at the peak of a compaction; see MinFreeSlack).
 func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		// Each memtable is an arena allocated in full up front (plus its
-		// write-ahead file). 4 MiB holds tens of thousands of telemetry
-		// records, far more than arrive between flushes.
-		WithMemTableSize(envInt("EXP_MT", 4<<20)).
+		// write-ahead file), and the table built from it is buffered in
+		// full when flushed. 1 MiB holds ~15,000 telemetry records, far
+		// more than arrive between flushes; 4 MiB doubled the resident
+		// heap for nothing. It bounds a transaction (15% of it, ~1,600
+		// entries: see ackChunk).
+		WithMemTableSize(1 << 20).
 		// One memtable being written and one being flushed; a third would
 		// only add 4 MiB to absorb bursts a device does not have.
 		WithNumMemtables(2).
@@ -44,10 +46,11 @@ func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
 		WithNumLevelZeroTablesStall(8).
 		// Badger's minimum: one compactor dedicated to L0, one for the rest.
 		WithNumCompactors(2).
-		// Caches: the queue is read head-first once per batch, so a small
-		// block cache suffices; a bounded index cache keeps table indexes
-		// from growing with the queue.
-		WithBlockCacheSize(envInt("EXP_BC", 1<<20)).
+		// Caches: without compression or encryption Badger reads blocks
+		// straight from the mapped tables, and a block cache only adds
+		// overhead (Badger's own advice); a bounded index cache keeps
+		// table indexes from growing with the queue.
+		WithBlockCacheSize(0).
 		WithIndexCacheSize(1 << 20).
 		// Records are small protobufs of varints; compression saves little
 		// and costs device CPU.
@@ -74,12 +77,4 @@ func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(msg(f, a)) }
 
 func msg(f string, a []any) string {
 	return "badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))
-}
-
-func envInt(k string, d int64) int64 {
-	if v := os.Getenv(k); v != "" {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		return n
-	}
-	return d
 }

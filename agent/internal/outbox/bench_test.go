@@ -12,16 +12,22 @@ import (
 )
 
 // BenchmarkAppend measures telemetry enqueue throughput into the Badger
-// outbox (one realistic window record per Append), with and without a sync
-// on every write, and reports the process RSS at the end.
+// outbox (one realistic window record per Append) in each durability mode
+// — no sync, a sync every second (the default), a sync on every write —
+// and without the free-space check, and reports the process RSS at the
+// end.
 func BenchmarkAppend(b *testing.B) {
-	for _, sync := range []bool{false, true} {
-		name := "nosync"
-		if sync {
-			name = "sync-every-write"
-		}
-		b.Run(name, func(b *testing.B) {
-			o, err := Open(b.TempDir(), Options{SyncWrites: sync}, slog.New(slog.DiscardHandler))
+	for _, m := range []struct {
+		name string
+		opts Options
+	}{
+		{"nosync", Options{SyncInterval: -1}},
+		{"nosync-nospacecheck", Options{SyncInterval: -1, MinFreeBytes: -1}},
+		{"sync-every-1s", Options{SyncInterval: time.Second}},
+		{"sync-every-write", Options{SyncWrites: true}},
+	} {
+		b.Run(m.name, func(b *testing.B) {
+			o, err := Open(b.TempDir(), m.opts, slog.New(slog.DiscardHandler))
 			if err != nil {
 				b.Fatal(err)
 			}

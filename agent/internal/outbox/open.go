@@ -19,6 +19,7 @@ import (
 
 // Next to the outbox directory dir ({data-dir}/outbox) live:
 //
+//	outbox.lock                locked by the process that has it open
 //	outbox.opening             present while an Open runs: the number of
 //	                           opens in a row that did not finish
 //	outbox.seq                 the sequence floor: no sequence above it has
@@ -26,6 +27,7 @@ import (
 //	outbox.corrupt-<UTC time>  databases that could not be opened, moved
 //	                           aside (at most keepMovedAside of them)
 const (
+	lockSuffix    = ".lock"
 	openingSuffix = ".opening"
 	seqSuffix     = ".seq"
 	corruptInfix  = ".corrupt-"

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,16 +101,6 @@ func TestDamagedDatabaseIsMovedAside(t *testing.T) {
 				scribble(t, p, func(int64) int64 { return 0 })
 			}
 		}},
-		{"undecodable drop report", func(t *testing.T, dir string) {
-			db, err := badger.Open(badgerOptions(dir, Options{}, testLog(t)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Update(func(txn *badger.Txn) error { return txn.Set(keySent, []byte{0xff}) }); err != nil {
-				t.Fatal(err)
-			}
-			db.Close()
-		}},
 		{"not a directory", func(t *testing.T, dir string) {
 			if err := os.RemoveAll(dir); err != nil {
 				t.Fatal(err)
@@ -196,5 +187,31 @@ func TestHealthyDatabaseIsKept(t *testing.T) {
 	}
 	if o.Len() != 2000 {
 		t.Fatalf("Len %d after the second Open", o.Len())
+	}
+}
+
+// TestUndecodableDropReportKeepsTheRecords: a drop report that no longer
+// decodes is logged and skipped; the queue is kept.
+func TestUndecodableDropReportKeepsTheRecords(t *testing.T) {
+	dir := filledOutbox(t, 10)
+	db, err := badger.Open(badgerOptions(dir, Options{}, testLog(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(keySent, []byte{0xff}) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	var logs strings.Builder
+	o, err := Open(dir, Options{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if o.Len() != 10 || o.TakeDropReport() != nil || o.Stats().MovedAside != 0 {
+		t.Fatalf("Len %d, %+v", o.Len(), o.Stats())
+	}
+	if !strings.Contains(logs.String(), "drop report on disk does not decode") {
+		t.Errorf("not logged:\n%s", logs.String())
 	}
 }

@@ -47,13 +47,14 @@ const (
 	MaxRecordBytes = 64 << 10
 	// DefaultSyncInterval is Options.SyncInterval when 0.
 	DefaultSyncInterval = time.Second
-	// DefaultMinFreeBytes is Options.MinFreeBytes when 0: what Badger may
-	// allocate, with the small memtables and tables of badgerOptions, for
-	// the writes the outbox has already made — the rest of the memtable's
-	// log, the table it is flushed to, and the compactions that follow,
-	// which rewrite up to the whole of level 1 before deleting the old
-	// tables — with room to spare (see docs/RELIABILITY.md).
-	DefaultMinFreeBytes = 16 << 20
+	// MinFreeSlack is what Options.MinFreeBytes adds to MaxBytes when 0.
+	// The free space the outbox keeps must cover what Badger may still
+	// allocate for writes it has accepted: the rest of the memtable's log,
+	// the table it is flushed to, and the compactions that follow, which
+	// write new tables, up to about the queue's size, before deleting the
+	// old ones. Measured with a full 16 MiB queue under a burst of writes:
+	// files at 30 MiB steady, 46.6 MiB at the peak (docs/RELIABILITY.md).
+	MinFreeSlack = 8 << 20
 	// ackChunk bounds the deletions of one Badger transaction in Ack, well
 	// under the batch limit of the small memtables (see badgerOptions).
 	ackChunk = 1000
@@ -104,9 +105,9 @@ type Options struct {
 	// (dirty_expire_centisecs, typically 30 s).
 	SyncInterval time.Duration
 	// MinFreeBytes is the free space the file system holding the outbox
-	// must have for the outbox to write to it. 0 means DefaultMinFreeBytes;
-	// a negative value turns the check off (Badger then crashes the agent
-	// when the disk fills up).
+	// must have for the outbox to write to it. 0 means MaxBytes +
+	// MinFreeSlack; a negative value turns the check off (Badger then
+	// crashes the agent when the disk fills up).
 	MinFreeBytes int64
 
 	// statSpace replaces statfs in tests.
@@ -168,6 +169,7 @@ type Outbox struct {
 	logs *lograte.Limiter // keyed by event
 
 	stop, done chan struct{} // the maintenance loop
+	lock       *os.File      // outbox.lock, held while open (see Open)
 
 	mu sync.Mutex
 	// db is nil until the database is open: Open found no room, or a
@@ -200,6 +202,12 @@ type Outbox struct {
 	sentFirst, sentLast uint64
 	// pendFirst..pendLast is what the last Pending call returned.
 	pendFirst, pendLast uint64
+	// head is at or below the oldest record on disk: reads of the queue
+	// seek there rather than walk from the start through the tombstones
+	// of every record deleted since the last compaction (which made each
+	// drop and each batch cost time in proportion to the records dropped
+	// or acked before it).
+	head uint64
 	// floor is the sequence floor on disk (see ensureFloor).
 	floor      uint64
 	floorRetry time.Time
@@ -223,7 +231,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Outbox, error) {
 		opts.SyncInterval = DefaultSyncInterval
 	}
 	if opts.MinFreeBytes == 0 {
-		opts.MinFreeBytes = DefaultMinFreeBytes
+		opts.MinFreeBytes = opts.MaxBytes + MinFreeSlack
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -233,8 +241,22 @@ func Open(dir string, opts Options, log *slog.Logger) (*Outbox, error) {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
 	o := &Outbox{dir: dir, log: log, opts: opts, logs: lograte.New(logEvery, 16, nil), floor: readCount(dir + seqSuffix)}
+	// Badger locks its directory only once it opens it; the outbox may
+	// check, move aside or replace that directory before, which another
+	// agent using it must not see.
+	lock, err := lockFile(dir + lockSuffix)
+	switch {
+	case errors.Is(err, errLocked):
+		return nil, fmt.Errorf("open outbox in %s: %w", dir, err)
+	case err != nil:
+		// Most likely a full disk that cannot take the new file: Badger's
+		// own lock still guards its files.
+		log.Warn("cannot lock the outbox; going on without", "path", dir+lockSuffix, "err", err)
+	}
+	o.lock = lock
 	if o.room() {
 		if err := o.reopen(); err != nil && !errors.Is(err, errNoRoom) {
+			o.unlock()
 			return nil, err
 		}
 	}
@@ -246,10 +268,14 @@ func Open(dir string, opts Options, log *slog.Logger) (*Outbox, error) {
 // diskState is what load reads from a database.
 type diskState struct {
 	lastSeq     uint64
-	empty       bool // no sequence counter and no records: a new database
+	head        uint64 // the oldest record, or lastSeq+1
+	empty       bool   // no sequence counter and no records: a new database
 	count       int
 	bytes       int64
 	fresh, sent *shoalv1.DropReport
+	// lostReports names drop reports that did not decode: skipped, since
+	// the records are worth more than moving the database aside for them.
+	lostReports []string
 }
 
 // load reads the counters and drop reports from db. Records in skip (acked
@@ -277,7 +303,8 @@ func load(db *badger.DB, skip []seqRange) (st diskState, err error) {
 			}
 			d := &shoalv1.DropReport{}
 			if err := proto.Unmarshal(v, d); err != nil {
-				return fmt.Errorf("read drop report %s: %w", r.key, err)
+				st.lostReports = append(st.lostReports, fmt.Sprintf("%s: %v", r.key, err))
+				continue
 			}
 			*r.dst = d
 		}
@@ -286,6 +313,9 @@ func load(db *badger.DB, skip []seqRange) (st diskState, err error) {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			seq := seqOf(item.Key())
+			if st.head == 0 {
+				st.head = seq
+			}
 			st.empty = false
 			// The counter is written with every record; this only matters
 			// if it was lost.
@@ -295,6 +325,9 @@ func load(db *badger.DB, skip []seqRange) (st diskState, err error) {
 			}
 			st.count++
 			st.bytes += item.ValueSize()
+		}
+		if st.head == 0 {
+			st.head = st.lastSeq + 1
 		}
 		return nil
 	})
@@ -320,6 +353,9 @@ func (o *Outbox) reopen() error {
 	if o.loaded {
 		o.stats.Reopens++
 	}
+	for _, r := range st.lostReports {
+		o.log.Error("outbox: a drop report on disk does not decode; the drops it counted will not be reported", "report", r)
+	}
 	if op.movedAside {
 		// Its records are gone, and so are the acks of them; reports kept
 		// in memory go into the new database.
@@ -333,7 +369,7 @@ func (o *Outbox) reopen() error {
 	}
 	o.db, o.broken, o.loaded = op.db, false, true
 	o.lastSeq = max(o.lastSeq, st.lastSeq)
-	o.count, o.bytes = st.count, st.bytes
+	o.count, o.bytes, o.head = st.count, st.bytes, st.head
 	if !o.metaDirty {
 		o.fresh, o.sent = st.fresh, st.sent
 	}
@@ -474,45 +510,65 @@ func (o *Outbox) Append(rec *shoalv1.TelemetryRecord) (uint64, error) {
 			return 0, fmt.Errorf("outbox: encode record: %w", err)
 		}
 		size = int64(len(val))
+		if limit := min(o.opts.MaxBytes, MaxRecordBytes); size > limit {
+			return 0, fmt.Errorf("outbox: a record of %d bytes (model %q) is over the %d-byte limit", size, rec.GetModelName(), limit)
+		}
 	}
 	o.ensureFloor(seq)
-	var (
-		fresh   = o.fresh
-		dropped int
-		freed   int64
-	)
-	err = o.db.Update(func(txn *badger.Txn) error {
-		if need := o.bytes + size - o.opts.MaxBytes; need > 0 {
-			var err error
-			fresh = cloneReport(o.fresh)
-			dropped, freed, err = dropOldest(txn, need, &fresh)
-			if err != nil {
+	for {
+		var (
+			fresh   = o.fresh
+			dropped int
+			freed   int64
+			stored  bool
+		)
+		err = o.db.Update(func(txn *badger.Txn) error {
+			if need := o.bytes + size - o.opts.MaxBytes; need > 0 {
+				var err error
+				fresh = cloneReport(o.fresh)
+				dropped, freed, err = dropOldest(txn, o.head, need, &fresh)
+				if err != nil {
+					return err
+				}
+				if err := setProto(txn, keyFresh, fresh); err != nil {
+					return err
+				}
+				if freed < need {
+					// More to drop than one transaction holds: the record
+					// goes in with the next one.
+					return nil
+				}
+			}
+			stored = true
+			if err := txn.Set(recKey(seq), val); err != nil {
 				return err
 			}
-			if err := setProto(txn, keyFresh, fresh); err != nil {
-				return err
-			}
+			return txn.Set(keySeq, seqBytes(seq))
+		})
+		if err != nil {
+			// Never hand out seq again, even if the commit's outcome is
+			// unclear.
+			o.lastSeq = seq
+			return 0, o.failed(fmt.Sprintf("append record %d", seq), err)
 		}
-		if err := txn.Set(recKey(seq), val); err != nil {
-			return err
+		o.wrote()
+		o.count -= dropped
+		o.bytes -= freed
+		if dropped > 0 {
+			o.head = fresh.GetLastSeq() + 1
+			o.fresh = fresh
+			o.stats.DroppedFull += uint64(dropped)
+			o.logs.Log(o.log, slog.LevelWarn, "full", "outbox full: dropped the oldest telemetry records",
+				"dropped", dropped, "unreported_drops", fresh.GetRecords(), "first_seq", fresh.GetFirstSeq(), "last_seq", fresh.GetLastSeq(), "max_bytes", o.opts.MaxBytes)
 		}
-		return txn.Set(keySeq, seqBytes(seq))
-	})
-	// Never hand out seq again, even if the commit's outcome is unclear.
+		if stored {
+			break
+		}
+	}
 	o.lastSeq = seq
-	if err != nil {
-		return 0, o.failed(fmt.Sprintf("append record %d", seq), err)
-	}
-	o.wrote()
 	rec.Seq = seq
-	o.count += 1 - dropped
-	o.bytes += size - freed
-	if dropped > 0 {
-		o.fresh = fresh
-		o.stats.DroppedFull += uint64(dropped)
-		o.logs.Log(o.log, slog.LevelWarn, "full", "outbox full: dropped the oldest telemetry records",
-			"dropped", dropped, "unreported_drops", fresh.GetRecords(), "first_seq", fresh.GetFirstSeq(), "last_seq", fresh.GetLastSeq(), "max_bytes", o.opts.MaxBytes)
-	}
+	o.count++
+	o.bytes += size
 	return seq, nil
 }
 
@@ -533,12 +589,13 @@ func (o *Outbox) hold(rec *shoalv1.TelemetryRecord) {
 		"reason", reason, "not_written", h.records)
 }
 
-// dropOldest deletes records from the head of the queue until at least
-// need bytes are freed, adding each to *report.
-func dropOldest(txn *badger.Txn, need int64, report **shoalv1.DropReport) (n int, freed int64, err error) {
+// dropOldest deletes records from the head of the queue (no record is
+// older than head) until at least need bytes are freed, or ackChunk records
+// are, adding each to *report.
+func dropOldest(txn *badger.Txn, head uint64, need int64, report **shoalv1.DropReport) (n int, freed int64, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix})
 	defer it.Close()
-	for it.Rewind(); it.Valid() && freed < need; it.Next() {
+	for it.Seek(recKey(head)); it.Valid() && freed < need && n < ackChunk; it.Next() {
 		item := it.Item()
 		key := item.KeyCopy(nil)
 		var from, to int64
@@ -608,7 +665,7 @@ func (o *Outbox) Pending(max int) ([]*shoalv1.TelemetryRecord, error) {
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix, PrefetchValues: true, PrefetchSize: min(max, 100)})
 		defer it.Close()
-		for it.Rewind(); o.skipAcked(it) && len(recs) < max; it.Next() {
+		for it.Seek(recKey(o.head)); o.skipAcked(it) && len(recs) < max; it.Next() {
 			item := it.Item()
 			if err := item.Value(func(v []byte) error {
 				r := &shoalv1.TelemetryRecord{}
@@ -736,7 +793,12 @@ func (o *Outbox) Ack(first, last uint64) error {
 // most ackChunk deletions, and returns how many it deleted and their size.
 // The caller holds o.mu.
 func (o *Outbox) deleteRange(first, last uint64) (deleted int, freed int64, err error) {
-	from := first
+	from := max(first, o.head)
+	defer func() {
+		if first <= o.head && from > o.head {
+			o.head = from // everything below was deleted
+		}
+	}()
 	for {
 		var n int
 		var size int64
@@ -770,6 +832,7 @@ func (o *Outbox) deleteRange(first, last uint64) (deleted int, freed int64, err 
 		deleted += n
 		freed += size
 		if done {
+			from = max(from, last+1)
 			return deleted, freed, nil
 		}
 		from = next
@@ -784,7 +847,7 @@ func (o *Outbox) deferAck(first, last uint64) error {
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix})
 		defer it.Close()
-		for it.Seek(recKey(first)); o.skipAcked(it); it.Next() {
+		for it.Seek(recKey(max(first, o.head))); o.skipAcked(it); it.Next() {
 			item := it.Item()
 			if seqOf(item.Key()) > last {
 				break
@@ -822,7 +885,7 @@ func (o *Outbox) anyIn(first, last uint64) (bool, error) {
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: recPrefix})
 		defer it.Close()
-		it.Seek(recKey(first))
+		it.Seek(recKey(max(first, o.head)))
 		found = o.skipAcked(it) && seqOf(it.Item().Key()) <= last
 		return nil
 	})
@@ -889,6 +952,13 @@ func (o *Outbox) LastSeq() uint64 {
 	return o.lastSeq
 }
 
+// Options returns the options the outbox runs with, defaults filled in.
+func (o *Outbox) Options() Options {
+	opts := o.opts
+	opts.statSpace = nil
+	return opts
+}
+
 // Stats returns the outbox's counters.
 func (o *Outbox) Stats() Stats {
 	o.mu.Lock()
@@ -920,6 +990,7 @@ func (o *Outbox) Close() error {
 
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	defer o.unlock()
 	room := o.db != nil && o.room()
 	if room && !o.broken {
 		_ = o.catchUp()
@@ -944,6 +1015,13 @@ func (o *Outbox) Close() error {
 		return fmt.Errorf("close outbox: %w", err)
 	}
 	return nil
+}
+
+func (o *Outbox) unlock() {
+	if o.lock != nil {
+		o.lock.Close()
+		o.lock = nil
+	}
 }
 
 // rangeIndex returns the index of the range in rs (sorted, disjoint) that

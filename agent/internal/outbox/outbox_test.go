@@ -319,3 +319,31 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("second Open: err = %v", err)
 	}
 }
+
+// TestBigRecordDropsManySmallOnes: a record that needs more of the oldest
+// records dropped than one Badger transaction can delete goes in after
+// them, and the report counts them all.
+func TestBigRecordDropsManySmallOnes(t *testing.T) {
+	size := int64(proto.Size(record(1))) + 2
+	o := openAt(t, t.TempDir(), Options{MaxBytes: 100 << 10})
+	defer o.Close()
+	n := int((100 << 10) / size)
+	appendN(t, o, 1, n)
+	big := record(0)
+	big.ModelName = strings.Repeat("m", MaxRecordBytes-200)
+	seq, err := o.Append(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := o.TakeDropReport()
+	if d.GetRecords() <= ackChunk || d.GetFirstSeq() != 1 || o.Bytes() > 100<<10 {
+		t.Fatalf("drop report %v, %d bytes queued", d, o.Bytes())
+	}
+	if o.Len() != n-int(d.GetRecords())+1 {
+		t.Fatalf("Len %d; want %d", o.Len(), n-int(d.GetRecords())+1)
+	}
+	recs, err := o.Pending(n)
+	if err != nil || recs[0].Seq != d.GetLastSeq()+1 || recs[len(recs)-1].Seq != seq {
+		t.Fatalf("Pending: %v, first %d last %d", err, recs[0].Seq, recs[len(recs)-1].Seq)
+	}
+}

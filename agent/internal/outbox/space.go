@@ -17,7 +17,11 @@ import (
 // (room), which covers what Badger allocates for writes already accepted
 // (the rest of the memtable's log, the table it is flushed to, and the
 // compactions that follow), and otherwise counts what it could not write
-// and reports it as dropped once it can write again.
+// and reports it as dropped once it can write again. The guard keeps
+// Badger's own growth within the reserve; it cannot stop another process
+// from taking the last bytes while Badger flushes or compacts, which still
+// ends the agent (restarted, it finds no room and leaves Badger closed:
+// no crash loop).
 
 // space is what a file system has left for unprivileged writers.
 type space struct {
@@ -37,7 +41,9 @@ const minFreeInodes = 64
 // into and out of the no-space state (logged, rate-limited, and counted).
 // Once out of room, writing resumes only with a quarter of MinFreeBytes
 // more than that, so that a file system hovering at the limit does not
-// flap. The caller holds o.mu (or is Open).
+// flap. It asks the file system every time (a statfs, a few µs): an answer
+// kept even for 100 ms let a write into a disk filled meanwhile
+// (TestFullDiskRecoversInProcess). The caller holds o.mu (or is Open).
 func (o *Outbox) room() bool {
 	if o.opts.MinFreeBytes < 0 {
 		return true

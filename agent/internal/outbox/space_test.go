@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -216,24 +215,6 @@ func TestSenderReportsWhatTheFullDiskDropped(t *testing.T) {
 	if !proto.Equal(b.Dropped, want) {
 		t.Fatalf("dropped = %v; want %v", b.Dropped, want)
 	}
-}
-
-// mountTmpfs mounts a tmpfs of size bytes on a new directory, or skips the
-// test where mounting is not permitted.
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): run as root to test a really full disk", err)
-	}
-	t.Cleanup(func() {
-		// Detached: a test may leave a database open on a full disk on
-		// purpose (see Close).
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
 }
 
 // fill writes a file until the file system is full and returns its path.

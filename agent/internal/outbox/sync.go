@@ -49,6 +49,8 @@ func (o *Outbox) maintain(every time.Duration) {
 	}
 	if o.db == nil || o.broken || len(o.acked) > 0 || o.held.records > 0 || o.metaDirty {
 		o.writable()
+	} else {
+		o.room() // keeps Stats and the log current while nothing is written
 	}
 	// The ticker runs every SyncInterval unless that is longer than
 	// maintainEvery; then only every so many ticks sync.

@@ -117,10 +117,10 @@ func (d *fuzzDoer) take() []string {
 
 // FuzzDesired feeds desired-state payloads, as they arrive on
 // d/{id}/desired, through SetDesired and one reconcile pass, with the
-// control plane's key pinned (fuzzcorpus.SigningKey(0)). A payload is
-// either refused as a whole (reported FAILED with the reason, nothing
-// else touched) or decoded into a DesiredState that re-encodes to the same
-// message; each deployment is either refused or yields a manifest whose
+// control plane's key pinned (fuzzcorpus.SigningKey(0)). Decoding
+// allocates in proportion to the payload. A payload is either refused as a
+// whole (reported FAILED with the reason, nothing else touched) or decoded
+// into a DesiredState that re-encodes to the same message; each deployment is either refused or yields a manifest whose
 // payload the key signed and which validates; the reconciler then keeps
 // slots only for accepted manifests, downloads only their artifacts, and
 // reports a state consistent with what it did. Seeds:
@@ -181,7 +181,11 @@ func FuzzDesired(f *testing.F) {
 		}
 		appliedBefore := r.applied
 
-		ds, decErr := decodeDesired(payload)
+		var ds *shoalv1.DesiredState
+		var decErr error
+		if n := fuzzcorpus.Allocated(func() { ds, decErr = decodeDesired(payload) }); n > fuzzcorpus.AllocBudget(len(payload)) {
+			t.Fatalf("decoding a %d-byte desired state allocated %d bytes", len(payload), n)
+		}
 		accepted := map[string]*manifest{}
 		artifacts := map[string]bool{}
 		if decErr == nil {
@@ -197,7 +201,11 @@ func FuzzDesired(f *testing.F) {
 				t.Fatalf("re-encoded desired state decodes to %v (%v); want %v", &again, err, ds)
 			}
 			for _, env := range ds.GetDeployments() {
-				m, err := openManifest(v, env, fuzzProfile)
+				var m *manifest
+				var err error
+				if n := fuzzcorpus.Allocated(func() { m, err = openManifest(v, env, fuzzProfile) }); n > fuzzcorpus.AllocBudget(len(env)) {
+					t.Fatalf("opening a %d-byte envelope allocated %d bytes", len(env), n)
+				}
 				if err != nil {
 					if err.Error() == "" {
 						t.Fatal("a deployment refused without a reason")
@@ -226,11 +234,10 @@ func FuzzDesired(f *testing.F) {
 		mu.Lock()
 		last := reports[len(reports)-1]
 		mu.Unlock()
-		if a, b := proto.Clone(last).(*shoalv1.ReportedState), proto.Clone(rs).(*shoalv1.ReportedState); true {
-			a.ReportedAtUnixMs, b.ReportedAtUnixMs = 0, 0
-			if !proto.Equal(a, b) {
-				t.Fatalf("last report %v differs from State %v", a, b)
-			}
+		lastNoTime, rsNoTime := proto.Clone(last).(*shoalv1.ReportedState), proto.Clone(rs).(*shoalv1.ReportedState)
+		lastNoTime.ReportedAtUnixMs, rsNoTime.ReportedAtUnixMs = 0, 0
+		if !proto.Equal(lastNoTime, rsNoTime) {
+			t.Fatalf("last report %v differs from State %v", lastNoTime, rsNoTime)
 		}
 		for _, p := range doer.take() {
 			if !artifacts[p] {

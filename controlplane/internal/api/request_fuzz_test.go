@@ -36,15 +36,20 @@ func decodeBody(route int, body []byte) (any, error) {
 }
 
 // FuzzDecodeJSON decodes request bodies of the control plane's API as its
-// handlers do (enrollment, deployment, token). A body is refused with an
-// Invalid (or TooLarge) error, or it is one JSON value whose object keys
-// are all fields of the request type, and the decoded request re-encodes
-// to a body that decodes to the same request. Seeds:
+// handlers do (enrollment, deployment, token), allocating in proportion
+// to the body. A body is refused with an Invalid (or TooLarge) error, or
+// it is one JSON value whose object keys are all fields of the request
+// type, and the decoded request re-encodes to a body that decodes to the
+// same request. Seeds:
 // testdata/fuzz/FuzzDecodeJSON, from TestFuzzDecodeJSONCorpus.
 func FuzzDecodeJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, route byte, body []byte) {
 		ri := int(route) % len(fuzzRoutes)
-		v, err := decodeBody(ri, body)
+		var v any
+		var err error
+		if n := fuzzcorpus.Allocated(func() { v, err = decodeBody(ri, body) }); n > fuzzcorpus.AllocBudget(len(body)) {
+			t.Fatalf("decoding a %d-byte body allocated %d bytes", len(body), n)
+		}
 		if err != nil {
 			switch code := shoalerr.CodeOf(err); {
 			case code == shoalerr.TooLarge && len(body) > maxJSONBody:
