@@ -360,6 +360,10 @@ type ControlPlane struct {
 	URL      string
 	Client   *client.Client
 
+	// Broker, when set, is an external MQTT broker URL (`--broker`) used
+	// instead of the embedded one.
+	Broker string
+
 	proc   *Proc
 	starts int
 }
@@ -367,9 +371,15 @@ type ControlPlane struct {
 // StartControlPlane starts a control plane in a new temporary directory
 // and waits until it serves.
 func StartControlPlane(t *testing.T) *ControlPlane {
+	return StartControlPlaneWith(t, "")
+}
+
+// StartControlPlaneWith starts a control plane on the external MQTT broker
+// at brokerURL ("" for the embedded one).
+func StartControlPlaneWith(t *testing.T, brokerURL string) *ControlPlane {
 	t.Helper()
 	dir := t.TempDir()
-	cp := &ControlPlane{Dir: dir, HTTPAddr: freeAddr(t), MQTTAddr: freeAddr(t)}
+	cp := &ControlPlane{Dir: dir, HTTPAddr: freeAddr(t), MQTTAddr: freeAddr(t), Broker: brokerURL}
 	cp.URL = "http://" + cp.HTTPAddr
 	c, err := client.New(cp.URL)
 	if err != nil {
@@ -390,9 +400,12 @@ func (cp *ControlPlane) Start(t *testing.T) {
 		t.Fatal("control plane: Start while it runs")
 	}
 	cp.starts++
+	args := []string{"serve", "--data-dir", filepath.Join(cp.Dir, "data"), "--http-addr", cp.HTTPAddr, "--mqtt-addr", cp.MQTTAddr}
+	if cp.Broker != "" {
+		args = append(args, "--broker", cp.Broker)
+	}
 	cp.proc = startProc(t, fmt.Sprintf("control plane (start %d)", cp.starts), filepath.Join(cp.Dir, fmt.Sprintf("shoal.%d.log", cp.starts)),
-		filepath.Join(bins(t), "shoal"), nil,
-		"serve", "--data-dir", filepath.Join(cp.Dir, "data"), "--http-addr", cp.HTTPAddr, "--mqtt-addr", cp.MQTTAddr)
+		filepath.Join(bins(t), "shoal"), nil, args...)
 	poll(t, 60*time.Second, "control plane serving", func() error {
 		if cp.proc.Exited() {
 			t.Fatalf("control plane exited at start: %v\n%s", cp.proc.err, cp.proc.Tail(3000))
@@ -578,10 +591,12 @@ type Agent struct {
 	Server  string        // the URL given to --server (the control plane or a proxy)
 	Window  time.Duration // --telemetry-window
 
-	proc  *Proc
-	runs  int
-	token string
-	made  atomic.Int64
+	proc   *Proc
+	runs   int
+	token  string
+	made   atomic.Int64
+	broker string   // --broker, when set
+	env    []string // extra environment of every run
 }
 
 // AgentOptions tune NewAgent.
@@ -591,12 +606,23 @@ type AgentOptions struct {
 	Server string
 	// Window is the telemetry window (default 50ms).
 	Window time.Duration
+	// Broker overrides the MQTT broker URL from enrollment (`--broker`),
+	// e.g. a proxy that can cut the link.
+	Broker string
+	// Dir is the data directory (default: a new temporary one), e.g. on a
+	// small file system that can fill up.
+	Dir string
+	// Env is extra environment for every run (e.g. the fault clock).
+	Env []string
 }
 
 // NewAgent prepares an agent; its first Start enrolls it.
 func NewAgent(t *testing.T, cp *ControlPlane, id string, o AgentOptions) *Agent {
 	t.Helper()
-	a := &Agent{ID: id, Dir: t.TempDir(), APIAddr: freeAddr(t), Server: o.Server, Window: o.Window}
+	a := &Agent{ID: id, Dir: o.Dir, APIAddr: freeAddr(t), Server: o.Server, Window: o.Window, broker: o.Broker, env: o.Env}
+	if a.Dir == "" {
+		a.Dir = t.TempDir()
+	}
 	if a.Server == "" {
 		a.Server = cp.URL
 	}
@@ -641,13 +667,16 @@ func (a *Agent) Launch(t *testing.T, failpoints string) *Proc {
 	if a.runs == 1 {
 		args = append(args, "--enroll-token", a.token)
 	}
+	if a.broker != "" {
+		args = append(args, "--broker", a.broker)
+	}
 	name := fmt.Sprintf("agent %s (run %d", a.ID, a.runs)
 	if failpoints != "" {
 		name += ", " + failpoints
 	}
 	name += ")"
 	a.proc = startProc(t, name, filepath.Join(a.Dir, fmt.Sprintf("agent.%d.log", a.runs)), filepath.Join(bins(t), "shoal-agent"),
-		[]string{"SHOAL_FAILPOINTS=" + failpoints}, args...)
+		append([]string{"SHOAL_FAILPOINTS=" + failpoints}, a.env...), args...)
 	return a.proc
 }
 
