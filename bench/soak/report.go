@@ -23,7 +23,16 @@ type figures struct {
 	trend             float64 // RSS MiB per hour after warm-up, least squares
 	ok                bool
 	warmedUp          bool // a sample was taken after the warm-up
+	// The lowest goroutine and fd counts of the first floorSamples
+	// samples after warm-up and of the last ones: a goroutine caught in
+	// flight (a telemetry send, a keep-alive connection that is about to
+	// close) lifts one sample, a leak lifts the floor.
+	warmGorFloor, endGorFloor int64
+	warmFDFloor, endFDFloor   int
 }
+
+// floorSamples is how many samples a floor is taken over.
+const floorSamples = 3
 
 // figuresOf picks the samples. A reading that failed (-1) is skipped, so
 // that a sample taken while a process restarted does not count.
@@ -52,7 +61,27 @@ func figuresOf(samples []sample, warmup time.Duration) figures {
 	}
 	f.trend = slope(xs, ys)
 	f.ok, f.warmedUp = true, found
+	var after []sample
+	for _, s := range valid {
+		if s.at >= warmup {
+			after = append(after, s)
+		}
+	}
+	if len(after) == 0 {
+		after = valid[len(valid)-1:]
+	}
+	n := min(floorSamples, len(after))
+	f.warmGorFloor, f.warmFDFloor = floors(after[:n])
+	f.endGorFloor, f.endFDFloor = floors(after[len(after)-n:])
 	return f
+}
+
+func floors(samples []sample) (gor int64, fds int) {
+	gor, fds = math.MaxInt64, math.MaxInt
+	for _, s := range samples {
+		gor, fds = min(gor, s.u.goroutines), min(fds, s.u.fds)
+	}
+	return gor, fds
 }
 
 // slope is the least-squares slope of ys over xs; NaN for fewer than 3
@@ -159,9 +188,13 @@ func (s *soak) summary(res *result) int {
 		mk("goroutines at start", 1, func(f figures) float64 { return float64(f.first.u.goroutines) }),
 		mk("goroutines after warm-up", 1, func(f figures) float64 { return float64(f.warm.u.goroutines) }),
 		mk("goroutines at end", 1, func(f figures) float64 { return float64(f.last.u.goroutines) }),
+		mk(fmt.Sprintf("goroutines, lowest of %d samples: after warm-up", floorSamples), 1, func(f figures) float64 { return float64(f.warmGorFloor) }),
+		mk(fmt.Sprintf("goroutines, lowest of %d samples: at end", floorSamples), 1, func(f figures) float64 { return float64(f.endGorFloor) }),
 		mk("open fds at start", 1, func(f figures) float64 { return float64(f.first.u.fds) }),
 		mk("open fds after warm-up", 1, func(f figures) float64 { return float64(f.warm.u.fds) }),
 		mk("open fds at end", 1, func(f figures) float64 { return float64(f.last.u.fds) }),
+		mk(fmt.Sprintf("open fds, lowest of %d samples: after warm-up", floorSamples), 1, func(f figures) float64 { return float64(f.warmFDFloor) }),
+		mk(fmt.Sprintf("open fds, lowest of %d samples: at end", floorSamples), 1, func(f figures) float64 { return float64(f.endFDFloor) }),
 		mk("OS threads after warm-up / at end", -2, nil),
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -194,10 +227,10 @@ func (s *soak) summary(res *result) int {
 	var maxGrowth float64
 	for _, f := range ags {
 		id := f.id
-		if d := f.last.u.goroutines - f.warm.u.goroutines; d > 0 {
+		if d := f.endGorFloor - f.warmGorFloor; d > 0 {
 			gorGrew = append(gorGrew, fmt.Sprintf("%s +%d", id, d))
 		}
-		if d := f.last.u.fds - f.warm.u.fds; d > 0 {
+		if d := f.endFDFloor - f.warmFDFloor; d > 0 {
 			fdGrew = append(fdGrew, fmt.Sprintf("%s +%d", id, d))
 		}
 		maxGrowth = math.Max(maxGrowth, rss(f.last)-rss(f.warm))
@@ -326,16 +359,16 @@ func (s *soak) summary(res *result) int {
 		fmt.Println("  INFO  no sample after the warm-up: no verdict on growth")
 	} else {
 		check(maxGrowth <= maxRSSGrowthMiB, fmt.Sprintf("agent RSS growth after warm-up ≤ %.0f MiB (largest: %.2f MiB)", maxRSSGrowthMiB, maxGrowth))
-		check(len(gorGrew) == 0, "no agent's goroutines grew after warm-up"+list(gorGrew))
-		check(len(fdGrew) == 0, "no agent's open fds grew after warm-up"+list(fdGrew))
+		check(len(gorGrew) == 0, fmt.Sprintf("no agent's goroutines grew after warm-up (lowest of %d samples, after warm-up vs at end)", floorSamples)+list(gorGrew))
+		check(len(fdGrew) == 0, fmt.Sprintf("no agent's open fds grew after warm-up (lowest of %d samples, after warm-up vs at end)", floorSamples)+list(fdGrew))
 	}
 	if cp.ok && warmedUp {
 		cpGrowth := rss(cp.last) - rss(cp.warm)
 		rssLine := fmt.Sprintf("control plane RSS growth after warm-up ≤ %.0f MiB (%.2f MiB)", maxRSSGrowthMiB, cpGrowth)
-		countLine := fmt.Sprintf("control plane goroutines %d → %d, fds %d → %d after warm-up", cp.warm.u.goroutines, cp.last.u.goroutines, cp.warm.u.fds, cp.last.u.fds)
+		countLine := fmt.Sprintf("control plane goroutines %d → %d, fds %d → %d after warm-up (lowest of %d samples)", cp.warmGorFloor, cp.endGorFloor, cp.warmFDFloor, cp.endFDFloor, floorSamples)
 		if cp.warm.u.pid == cp.last.u.pid {
 			check(cpGrowth <= maxRSSGrowthMiB, rssLine)
-			check(cp.last.u.goroutines <= cp.warm.u.goroutines && cp.last.u.fds <= cp.warm.u.fds, countLine)
+			check(cp.endGorFloor <= cp.warmGorFloor && cp.endFDFloor <= cp.warmFDFloor, countLine)
 		} else {
 			// Different processes: no verdict; the per-process table
 			// above is the one to read.

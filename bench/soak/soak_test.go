@@ -55,6 +55,16 @@ func TestFigures(t *testing.T) {
 	if math.Abs(f.trend-60) > 1e-9 {
 		t.Errorf("trend = %v MiB/h; want 60", f.trend)
 	}
+	// A goroutine or fd caught in flight lifts one sample, not the floor.
+	g := figuresOf([]sample{at(4, 45, 22, 12), at(5, 45, 23, 13), at(6, 45, 22, 12), at(7, 45, 22, 12), at(8, 45, 22, 12), at(9, 45, 24, 12)}, 3*time.Minute)
+	if g.warmGorFloor != 22 || g.endGorFloor != 22 || g.warmFDFloor != 12 || g.endFDFloor != 12 {
+		t.Errorf("floors with spikes: goroutines %d → %d, fds %d → %d; want 22 → 22, 12 → 12", g.warmGorFloor, g.endGorFloor, g.warmFDFloor, g.endFDFloor)
+	}
+	// A leak lifts it.
+	h := figuresOf([]sample{at(4, 45, 22, 12), at(5, 45, 22, 12), at(6, 45, 22, 12), at(7, 45, 23, 13), at(8, 45, 23, 13), at(9, 45, 24, 13)}, 3*time.Minute)
+	if h.endGorFloor != 23 || h.endFDFloor != 13 {
+		t.Errorf("floors with a leak: goroutines %d, fds %d; want 23, 13", h.endGorFloor, h.endFDFloor)
+	}
 	if f := figuresOf([]sample{failed}, 0); f.ok {
 		t.Error("figures from failed readings only")
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,9 @@ import (
 //	outbox.lock                locked by the process that has it open
 //	outbox.opening             present while an Open runs: the number of
 //	                           opens in a row that did not finish
+//	outbox.crash               while an Open runs, where the Go runtime
+//	                           writes a crash (debug.SetCrashOutput)
+//	outbox.crashes             how many opens in a row crashed the agent
 //	outbox.seq                 the sequence floor: no sequence above it has
 //	                           been handed out
 //	outbox.corrupt-<UTC time>  databases that could not be opened, moved
@@ -29,15 +33,18 @@ import (
 const (
 	lockSuffix    = ".lock"
 	openingSuffix = ".opening"
+	crashSuffix   = ".crash"
+	crashesSuffix = ".crashes"
 	seqSuffix     = ".seq"
 	corruptInfix  = ".corrupt-"
 	// keepMovedAside bounds the databases kept after moving them aside,
 	// so that a device failing again and again cannot fill its disk.
 	keepMovedAside = 2
-	// maxUnfinishedOpens is how many opens in a row may die (a panic in
-	// one of Badger's goroutines, a fatal fault) before the next one moves
-	// the database aside rather than crash again.
-	maxUnfinishedOpens = 2
+	// maxCrashedOpens is how many opens in a row may crash the agent (a
+	// panic in one of Badger's goroutines, a fatal fault) before the next
+	// one moves the database aside rather than crash again. Opens cut
+	// short by a kill or a power cut do not count: they leave no crash.
+	maxCrashedOpens = 2
 	// seqLease is how far the sequence floor runs ahead of the last
 	// sequence handed out: the floor file is written once per seqLease
 	// records.
@@ -61,20 +68,19 @@ type opened struct {
 
 // openDB opens the Badger database in o.dir and reads its state. A
 // database that cannot be opened or read — a damaged MANIFEST or table, an
-// unreadable directory, opens that kept crashing the agent — is moved aside
-// and an empty one is started in its place: an agent must come up and
-// serve rather than crash-loop over its telemetry queue. A database held by
-// another process is an error, and so is one that cannot be moved aside.
-// The caller holds o.mu (or is Open) and has checked room.
+// unreadable directory, opens that crashed the agent twice in a row — is
+// moved aside and an empty one is started in its place: an agent must come
+// up and serve rather than crash-loop over its telemetry queue. A database
+// held by another process is an error, and so is one that cannot be moved
+// aside. The caller holds o.mu (or is Open) and has checked room.
 func (o *Outbox) openDB() (opened, error) {
-	marker := o.dir + openingSuffix
-	unfinished := readCount(marker)
+	crashed, crash := o.crashedOpens()
 	var reason string
-	if unfinished >= maxUnfinishedOpens {
-		reason = fmt.Sprintf("the last %d attempts to open it did not finish (the agent crashed or was killed while opening it)", unfinished)
+	if crashed >= maxCrashedOpens {
+		reason = fmt.Sprintf("the last %d attempts to open it crashed the agent (%s)", crashed, crash)
 	} else if fi, err := os.Stat(o.dir); err == nil && !fi.IsDir() {
 		reason = "it is not a directory"
-	} else if err := checkTables(o.dir, o.opts, o); err != nil {
+	} else if err := o.checkTables(); err != nil {
 		reason = err.Error()
 	}
 	moved := false
@@ -82,16 +88,14 @@ func (o *Outbox) openDB() (opened, error) {
 		if err := o.moveAside(reason); err != nil {
 			return opened{}, err
 		}
-		moved, unfinished = true, 0
+		moved = true
+		os.Remove(o.dir + crashesSuffix)
 	}
 	for {
 		if err := os.MkdirAll(o.dir, 0o700); err != nil {
 			return opened{}, fmt.Errorf("open outbox: %w", err)
 		}
-		// A crash from here until the marker goes is an unfinished open.
-		_ = writeFileSync(marker, []byte(strconv.FormatUint(unfinished+1, 10)+"\n"))
-		db, st, err := o.openAndLoad()
-		os.Remove(marker)
+		db, st, err := o.openWatched()
 		if err == nil {
 			return opened{db: db, st: st, movedAside: moved}, nil
 		}
@@ -101,8 +105,62 @@ func (o *Outbox) openDB() (opened, error) {
 		if err := o.moveAside(err.Error()); err != nil {
 			return opened{}, err
 		}
-		moved, unfinished = true, 0
+		moved = true
 	}
+}
+
+// crashedOpens returns how many opens in a row crashed the agent, and the
+// first line of the last crash. An open that did not finish left its
+// marker and its crash log, where the Go runtime printed the panic or
+// fatal error that ended it; an empty crash log means it was killed or
+// lost power, which says nothing about the database and does not count.
+func (o *Outbox) crashedOpens() (uint64, string) {
+	counter := o.dir + crashesSuffix
+	if _, err := os.Stat(o.dir + openingSuffix); err != nil {
+		os.Remove(counter)
+		return 0, ""
+	}
+	b, _ := os.ReadFile(o.dir + crashSuffix)
+	crash, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if crash == "" {
+		os.Remove(counter)
+		o.log.Warn("the last start stopped while it opened the telemetry outbox, without a crash (killed, or a power cut); opening it again", "dir", o.dir)
+		return 0, ""
+	}
+	n := readCount(counter) + 1
+	_ = writeFileSync(counter, []byte(strconv.FormatUint(n, 10)+"\n"))
+	o.log.Error("the last start crashed while it opened the telemetry outbox", "dir", o.dir, "crash", crash, "in_a_row", n)
+	return n, crash
+}
+
+// openHook, when set (tests), runs while an open is watched for crashes.
+var openHook func()
+
+// openWatched runs openAndLoad with the open marker and the crash log in
+// place, and removes them (and the crash count) once it returns.
+func (o *Outbox) openWatched() (*badger.DB, diskState, error) {
+	marker, crashLog := o.dir+openingSuffix, o.dir+crashSuffix
+	_ = writeFileSync(marker, []byte(strconv.FormatUint(readCount(marker)+1, 10)+"\n"))
+	watching := false
+	if f, err := os.Create(crashLog); err == nil {
+		// Process-wide, for the few milliseconds of the open: nothing else
+		// in the agent sets a crash output.
+		watching = debug.SetCrashOutput(f, debug.CrashOptions{}) == nil
+		f.Close()
+	}
+	if openHook != nil {
+		openHook()
+	}
+	db, st, err := o.openAndLoad()
+	if watching {
+		debug.SetCrashOutput(nil, debug.CrashOptions{})
+	}
+	os.Remove(crashLog)
+	os.Remove(marker)
+	if err == nil {
+		os.Remove(o.dir + crashesSuffix)
+	}
+	return db, st, err
 }
 
 // openAndLoad opens Badger and reads the outbox's state. Panics in this
@@ -136,8 +194,16 @@ func (o *Outbox) openAndLoad() (db *badger.DB, st diskState, err error) {
 
 // checkTables reads the MANIFEST and verifies the checksums of every table
 // it lists, in this goroutine: Badger opens tables in goroutines of its own,
-// where a damaged table's index makes it panic beyond any recover.
-func checkTables(dir string, opts Options, o *Outbox) (err error) {
+// where a damaged table's index makes it panic beyond any recover (a
+// truncated table did, in TestDamagedDatabaseIsMovedAside). It reads every
+// table once at each start: a few tens of MiB at most.
+func (o *Outbox) checkTables() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading its MANIFEST panicked: %v", r)
+		}
+	}()
+	dir := o.dir
 	f, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // a new database
@@ -146,7 +212,7 @@ func checkTables(dir string, opts Options, o *Outbox) (err error) {
 		return err
 	}
 	defer f.Close()
-	m, _, err := badger.ReplayManifestFile(f, 0, badgerOptions(dir, opts, o.log))
+	m, _, err := badger.ReplayManifestFile(f, 0, badgerOptions(dir, o.opts, o.log))
 	if err != nil {
 		return fmt.Errorf("MANIFEST: %w", err)
 	}

@@ -29,9 +29,9 @@ type space struct {
 	inodes uint64 // free inodes; ^0 when the file system does not count them
 }
 
-// statfs (per platform) returns the free space of the file system holding
-// path. ok is false where the platform cannot tell, and the outbox then
-// writes as if there were room. Tests replace it with Options.statSpace.
+// statfs, in space_linux.go (and space_other.go, where it cannot tell and
+// the outbox writes as if there were room), returns the free space of the
+// file system holding path. Tests replace it with Options.statSpace.
 
 // minFreeInodes is the fewest free inodes the outbox writes with: Badger
 // creates a file per memtable and per table.
