@@ -49,4 +49,9 @@ func TestAllocated(t *testing.T) {
 	if len(keep) != 1<<20 {
 		t.Fatal(len(keep))
 	}
+	// What the budget is for: a small input that makes a decoder allocate
+	// tens of MiB.
+	if n := Allocated(func() { keep = make([]byte, 64<<20) }); n <= AllocBudget(100) {
+		t.Errorf("64 MiB for a 100-byte input (%d bytes counted) is within the budget %d", n, AllocBudget(100))
+	}
 }

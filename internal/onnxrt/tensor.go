@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -232,6 +233,13 @@ func toORT(t Tensor) (ort.Value, error) {
 	case []bool:
 		return ort.NewTensor(shape, d)
 	case []string:
+		// ONNX strings are UTF-8, and ONNX Runtime 1.24's StringNormalizer
+		// never returns on a truncated UTF-8 sequence (found by FuzzInfer).
+		for i, s := range d {
+			if !utf8.ValidString(s) {
+				return nil, fmt.Errorf("string %d is not valid UTF-8", i)
+			}
+		}
 		st, err := ort.NewStringTensor(shape)
 		if err != nil {
 			return nil, err

@@ -2,10 +2,12 @@ package onnxrt
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -225,5 +227,33 @@ func TestCompareInfinity(t *testing.T) {
 	}
 	if err := Compare(want, want, 0); err != nil {
 		t.Errorf("+Inf does not match itself: %v", err)
+	}
+}
+
+// TestStringInputMustBeUTF8 is the case FuzzInfer found: ONNX Runtime's
+// StringNormalizer never returns on "Hello\xdf", so such an input must be
+// refused before it reaches ORT.
+func TestStringInputMustBeUTF8(t *testing.T) {
+	MustInitForTest(t)
+	s, err := Open(ortTestData(t, "example_strings.onnx"), Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := s.Inputs()[0]
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Run([]Tensor{{Name: spec.Name, DataType: BYTES, Shape: []int64{2}, Data: []string{"Hello", "Hello\xdf"}}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		s.Close()
+		var ie *InputError
+		if !errors.As(err, &ie) || !strings.Contains(err.Error(), "string 1 is not valid UTF-8") {
+			t.Fatalf("err = %v; want an InputError saying string 1 is not valid UTF-8", err)
+		}
+	case <-time.After(30 * time.Second):
+		// The session stays open: Close would wait for the stuck Run.
+		t.Fatal("Run did not return: invalid UTF-8 reached ONNX Runtime")
 	}
 }
