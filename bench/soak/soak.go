@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -402,7 +403,9 @@ func orNever(d time.Duration) string {
 // must be counted here too.
 func (s *soak) drive(a *agent) {
 	defer s.loadWG.Done()
-	r := rand.New(rand.NewPCG(uint64(len(a.id)), uint64(a.id[len(a.id)-1])))
+	h := fnv.New64a()
+	h.Write([]byte(a.id))
+	r := rand.New(rand.NewPCG(h.Sum64(), 1))
 	bodies := make([][]byte, 64)
 	for i := range bodies {
 		x := make([]float64, features)
@@ -631,6 +634,10 @@ func (s *soak) finish(ctx context.Context, stopTracking context.CancelFunc) int 
 	if err, killed := s.cp.stop(stopTimeout); err != nil || killed {
 		logf("control plane exit: %v (killed: %v)\n%s", err, killed, s.cp.tail(2000))
 		res.cpExit = fmt.Sprintf("%v (killed: %v)", err, killed)
+	}
+	s.csv.Flush()
+	if err := s.csvFile.Close(); err != nil {
+		logf("CSV: %v", err)
 	}
 	return s.summary(res)
 }
