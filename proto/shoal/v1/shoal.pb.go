@@ -239,8 +239,11 @@ type DeploymentManifest struct {
 	// reference_profile is the training-data profile used for drift
 	// statistics (filled by the training issue; opaque here).
 	ReferenceProfile []byte `protobuf:"bytes,13,opt,name=reference_profile,json=referenceProfile,proto3" json:"reference_profile,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// health_check says when the agent reports this version healthy once it
+	// is active; unset uses the agent's defaults.
+	HealthCheck   *HealthCheck `protobuf:"bytes,14,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeploymentManifest) Reset() {
@@ -364,6 +367,69 @@ func (x *DeploymentManifest) GetReferenceProfile() []byte {
 	return nil
 }
 
+func (x *DeploymentManifest) GetHealthCheck() *HealthCheck {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return nil
+}
+
+// HealthCheck: an agent reports an active version healthy (ModelStatus.
+// healthy) once it has served min_predictions predictions or run for
+// min_seconds, whichever comes first, without the process restarting.
+// Zero in both reports it healthy as soon as it is active.
+type HealthCheck struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	MinPredictions uint64                 `protobuf:"varint,1,opt,name=min_predictions,json=minPredictions,proto3" json:"min_predictions,omitempty"`
+	MinSeconds     uint32                 `protobuf:"varint,2,opt,name=min_seconds,json=minSeconds,proto3" json:"min_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HealthCheck) GetMinPredictions() uint64 {
+	if x != nil {
+		return x.MinPredictions
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetMinSeconds() uint32 {
+	if x != nil {
+		return x.MinSeconds
+	}
+	return 0
+}
+
 type Artifact struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"` // lower-case hex
@@ -381,7 +447,7 @@ type Artifact struct {
 
 func (x *Artifact) Reset() {
 	*x = Artifact{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[2]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +459,7 @@ func (x *Artifact) String() string {
 func (*Artifact) ProtoMessage() {}
 
 func (x *Artifact) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[2]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +472,7 @@ func (x *Artifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Artifact.ProtoReflect.Descriptor instead.
 func (*Artifact) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{2}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Artifact) GetSha256() string {
@@ -457,7 +523,7 @@ type TensorSpec struct {
 
 func (x *TensorSpec) Reset() {
 	*x = TensorSpec{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[3]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +535,7 @@ func (x *TensorSpec) String() string {
 func (*TensorSpec) ProtoMessage() {}
 
 func (x *TensorSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[3]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +548,7 @@ func (x *TensorSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TensorSpec.ProtoReflect.Descriptor instead.
 func (*TensorSpec) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{3}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TensorSpec) GetName() string {
@@ -521,7 +587,7 @@ type Tensor struct {
 
 func (x *Tensor) Reset() {
 	*x = Tensor{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[4]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +599,7 @@ func (x *Tensor) String() string {
 func (*Tensor) ProtoMessage() {}
 
 func (x *Tensor) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[4]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +612,7 @@ func (x *Tensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tensor.ProtoReflect.Descriptor instead.
 func (*Tensor) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{4}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Tensor) GetName() string {
@@ -597,7 +663,7 @@ type SelfTest struct {
 
 func (x *SelfTest) Reset() {
 	*x = SelfTest{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[5]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +675,7 @@ func (x *SelfTest) String() string {
 func (*SelfTest) ProtoMessage() {}
 
 func (x *SelfTest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[5]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +688,7 @@ func (x *SelfTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfTest.ProtoReflect.Descriptor instead.
 func (*SelfTest) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{5}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SelfTest) GetInputs() []*Tensor {
@@ -658,7 +724,7 @@ type ModelRef struct {
 
 func (x *ModelRef) Reset() {
 	*x = ModelRef{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[6]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +736,7 @@ func (x *ModelRef) String() string {
 func (*ModelRef) ProtoMessage() {}
 
 func (x *ModelRef) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[6]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +749,7 @@ func (x *ModelRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRef.ProtoReflect.Descriptor instead.
 func (*ModelRef) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{6}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ModelRef) GetName() string {
@@ -724,13 +790,19 @@ type ModelStatus struct {
 	Phase           Phase                  `protobuf:"varint,5,opt,name=phase,proto3,enum=shoal.v1.Phase" json:"phase,omitempty"`
 	Error           string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	ChangedAtUnixMs int64                  `protobuf:"varint,7,opt,name=changed_at_unix_ms,json=changedAtUnixMs,proto3" json:"changed_at_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// healthy: the active version has passed the manifest's HealthCheck
+	// (served its predictions or run its time since activation).
+	Healthy bool `protobuf:"varint,8,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// active_since_unix_ms: when the active version started serving in
+	// this agent process.
+	ActiveSinceUnixMs int64 `protobuf:"varint,9,opt,name=active_since_unix_ms,json=activeSinceUnixMs,proto3" json:"active_since_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ModelStatus) Reset() {
 	*x = ModelStatus{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[7]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +814,7 @@ func (x *ModelStatus) String() string {
 func (*ModelStatus) ProtoMessage() {}
 
 func (x *ModelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[7]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +827,7 @@ func (x *ModelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatus.ProtoReflect.Descriptor instead.
 func (*ModelStatus) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{7}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ModelStatus) GetName() string {
@@ -807,6 +879,20 @@ func (x *ModelStatus) GetChangedAtUnixMs() int64 {
 	return 0
 }
 
+func (x *ModelStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ModelStatus) GetActiveSinceUnixMs() int64 {
+	if x != nil {
+		return x.ActiveSinceUnixMs
+	}
+	return 0
+}
+
 // ReportedState is published retained on shoal/v1/d/{id}/reported.
 type ReportedState struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -827,7 +913,7 @@ type ReportedState struct {
 
 func (x *ReportedState) Reset() {
 	*x = ReportedState{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[8]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +925,7 @@ func (x *ReportedState) String() string {
 func (*ReportedState) ProtoMessage() {}
 
 func (x *ReportedState) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[8]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +938,7 @@ func (x *ReportedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportedState.ProtoReflect.Descriptor instead.
 func (*ReportedState) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{8}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReportedState) GetSchemaVersion() uint32 {
@@ -940,7 +1026,7 @@ type TelemetryRecord struct {
 
 func (x *TelemetryRecord) Reset() {
 	*x = TelemetryRecord{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[9]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1038,7 @@ func (x *TelemetryRecord) String() string {
 func (*TelemetryRecord) ProtoMessage() {}
 
 func (x *TelemetryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[9]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1051,7 @@ func (x *TelemetryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryRecord.ProtoReflect.Descriptor instead.
 func (*TelemetryRecord) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{9}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TelemetryRecord) GetSeq() uint64 {
@@ -1066,7 +1152,7 @@ type DropReport struct {
 
 func (x *DropReport) Reset() {
 	*x = DropReport{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[10]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1164,7 @@ func (x *DropReport) String() string {
 func (*DropReport) ProtoMessage() {}
 
 func (x *DropReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[10]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1177,7 @@ func (x *DropReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReport.ProtoReflect.Descriptor instead.
 func (*DropReport) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{10}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DropReport) GetRecords() uint64 {
@@ -1145,7 +1231,7 @@ type TelemetryBatch struct {
 
 func (x *TelemetryBatch) Reset() {
 	*x = TelemetryBatch{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1243,7 @@ func (x *TelemetryBatch) String() string {
 func (*TelemetryBatch) ProtoMessage() {}
 
 func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1256,7 @@ func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
 func (*TelemetryBatch) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{11}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TelemetryBatch) GetSchemaVersion() uint32 {
@@ -1240,7 +1326,7 @@ type FeatureStats struct {
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1338,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1351,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{12}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FeatureStats) GetName() string {
@@ -1349,7 +1435,7 @@ type StatsReport struct {
 
 func (x *StatsReport) Reset() {
 	*x = StatsReport{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1447,7 @@ func (x *StatsReport) String() string {
 func (*StatsReport) ProtoMessage() {}
 
 func (x *StatsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1460,7 @@ func (x *StatsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReport.ProtoReflect.Descriptor instead.
 func (*StatsReport) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{13}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatsReport) GetSchemaVersion() uint32 {
@@ -1455,7 +1541,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1553,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1566,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Ack) GetSchemaVersion() uint32 {
@@ -1533,7 +1619,7 @@ type DeviceStatus struct {
 
 func (x *DeviceStatus) Reset() {
 	*x = DeviceStatus{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1631,7 @@ func (x *DeviceStatus) String() string {
 func (*DeviceStatus) ProtoMessage() {}
 
 func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1644,7 @@ func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceStatus.ProtoReflect.Descriptor instead.
 func (*DeviceStatus) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeviceStatus) GetSchemaVersion() uint32 {
@@ -1607,7 +1693,7 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12 \n" +
 	"\vdeployments\x18\x03 \x03(\fR\vdeployments\x12)\n" +
-	"\x11issued_at_unix_ms\x18\x04 \x01(\x03R\x0eissuedAtUnixMs\"\xa4\x04\n" +
+	"\x11issued_at_unix_ms\x18\x04 \x01(\x03R\x0eissuedAtUnixMs\"\xde\x04\n" +
 	"\x12DeploymentManifest\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1d\n" +
 	"\n" +
@@ -1623,7 +1709,12 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	" \x01(\bR\brollback\x12)\n" +
 	"\x11issued_at_unix_ms\x18\v \x01(\x03R\x0eissuedAtUnixMs\x12+\n" +
 	"\x12expires_at_unix_ms\x18\f \x01(\x03R\x0fexpiresAtUnixMs\x12+\n" +
-	"\x11reference_profile\x18\r \x01(\fR\x10referenceProfile\"\x85\x01\n" +
+	"\x11reference_profile\x18\r \x01(\fR\x10referenceProfile\x128\n" +
+	"\fhealth_check\x18\x0e \x01(\v2\x15.shoal.v1.HealthCheckR\vhealthCheck\"W\n" +
+	"\vHealthCheck\x12'\n" +
+	"\x0fmin_predictions\x18\x01 \x01(\x04R\x0eminPredictions\x12\x1f\n" +
+	"\vmin_seconds\x18\x02 \x01(\rR\n" +
+	"minSeconds\"\x85\x01\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x10\n" +
@@ -1651,7 +1742,7 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12)\n" +
-	"\x10release_sequence\x18\x04 \x01(\x04R\x0freleaseSequence\"\x95\x02\n" +
+	"\x10release_sequence\x18\x04 \x01(\x04R\x0freleaseSequence\"\xe0\x02\n" +
 	"\vModelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06active\x18\x02 \x01(\v2\x12.shoal.v1.ModelRefR\x06active\x12.\n" +
@@ -1659,7 +1750,9 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\adesired\x18\x04 \x01(\v2\x12.shoal.v1.ModelRefR\adesired\x12%\n" +
 	"\x05phase\x18\x05 \x01(\x0e2\x0f.shoal.v1.PhaseR\x05phase\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12+\n" +
-	"\x12changed_at_unix_ms\x18\a \x01(\x03R\x0fchangedAtUnixMs\"\xdc\x02\n" +
+	"\x12changed_at_unix_ms\x18\a \x01(\x03R\x0fchangedAtUnixMs\x12\x18\n" +
+	"\ahealthy\x18\b \x01(\bR\ahealthy\x12/\n" +
+	"\x14active_since_unix_ms\x18\t \x01(\x03R\x11activeSinceUnixMs\"\xdc\x02\n" +
 	"\rReportedState\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12-\n" +
@@ -1765,50 +1858,52 @@ func file_proto_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_proto_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_proto_shoal_v1_shoal_proto_goTypes = []any{
 	(Phase)(0),                 // 0: shoal.v1.Phase
 	(Stream)(0),                // 1: shoal.v1.Stream
 	(*DesiredState)(nil),       // 2: shoal.v1.DesiredState
 	(*DeploymentManifest)(nil), // 3: shoal.v1.DeploymentManifest
-	(*Artifact)(nil),           // 4: shoal.v1.Artifact
-	(*TensorSpec)(nil),         // 5: shoal.v1.TensorSpec
-	(*Tensor)(nil),             // 6: shoal.v1.Tensor
-	(*SelfTest)(nil),           // 7: shoal.v1.SelfTest
-	(*ModelRef)(nil),           // 8: shoal.v1.ModelRef
-	(*ModelStatus)(nil),        // 9: shoal.v1.ModelStatus
-	(*ReportedState)(nil),      // 10: shoal.v1.ReportedState
-	(*TelemetryRecord)(nil),    // 11: shoal.v1.TelemetryRecord
-	(*DropReport)(nil),         // 12: shoal.v1.DropReport
-	(*TelemetryBatch)(nil),     // 13: shoal.v1.TelemetryBatch
-	(*FeatureStats)(nil),       // 14: shoal.v1.FeatureStats
-	(*StatsReport)(nil),        // 15: shoal.v1.StatsReport
-	(*Ack)(nil),                // 16: shoal.v1.Ack
-	(*DeviceStatus)(nil),       // 17: shoal.v1.DeviceStatus
+	(*HealthCheck)(nil),        // 4: shoal.v1.HealthCheck
+	(*Artifact)(nil),           // 5: shoal.v1.Artifact
+	(*TensorSpec)(nil),         // 6: shoal.v1.TensorSpec
+	(*Tensor)(nil),             // 7: shoal.v1.Tensor
+	(*SelfTest)(nil),           // 8: shoal.v1.SelfTest
+	(*ModelRef)(nil),           // 9: shoal.v1.ModelRef
+	(*ModelStatus)(nil),        // 10: shoal.v1.ModelStatus
+	(*ReportedState)(nil),      // 11: shoal.v1.ReportedState
+	(*TelemetryRecord)(nil),    // 12: shoal.v1.TelemetryRecord
+	(*DropReport)(nil),         // 13: shoal.v1.DropReport
+	(*TelemetryBatch)(nil),     // 14: shoal.v1.TelemetryBatch
+	(*FeatureStats)(nil),       // 15: shoal.v1.FeatureStats
+	(*StatsReport)(nil),        // 16: shoal.v1.StatsReport
+	(*Ack)(nil),                // 17: shoal.v1.Ack
+	(*DeviceStatus)(nil),       // 18: shoal.v1.DeviceStatus
 }
 var file_proto_shoal_v1_shoal_proto_depIdxs = []int32{
-	4,  // 0: shoal.v1.DeploymentManifest.artifact:type_name -> shoal.v1.Artifact
-	5,  // 1: shoal.v1.DeploymentManifest.inputs:type_name -> shoal.v1.TensorSpec
-	5,  // 2: shoal.v1.DeploymentManifest.outputs:type_name -> shoal.v1.TensorSpec
-	7,  // 3: shoal.v1.DeploymentManifest.self_test:type_name -> shoal.v1.SelfTest
-	6,  // 4: shoal.v1.SelfTest.inputs:type_name -> shoal.v1.Tensor
-	6,  // 5: shoal.v1.SelfTest.expected_outputs:type_name -> shoal.v1.Tensor
-	8,  // 6: shoal.v1.ModelStatus.active:type_name -> shoal.v1.ModelRef
-	8,  // 7: shoal.v1.ModelStatus.previous:type_name -> shoal.v1.ModelRef
-	8,  // 8: shoal.v1.ModelStatus.desired:type_name -> shoal.v1.ModelRef
-	0,  // 9: shoal.v1.ModelStatus.phase:type_name -> shoal.v1.Phase
-	9,  // 10: shoal.v1.ReportedState.models:type_name -> shoal.v1.ModelStatus
-	0,  // 11: shoal.v1.ReportedState.phase:type_name -> shoal.v1.Phase
-	11, // 12: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
-	12, // 13: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
-	14, // 14: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
-	14, // 15: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
-	1,  // 16: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	5,  // 0: shoal.v1.DeploymentManifest.artifact:type_name -> shoal.v1.Artifact
+	6,  // 1: shoal.v1.DeploymentManifest.inputs:type_name -> shoal.v1.TensorSpec
+	6,  // 2: shoal.v1.DeploymentManifest.outputs:type_name -> shoal.v1.TensorSpec
+	8,  // 3: shoal.v1.DeploymentManifest.self_test:type_name -> shoal.v1.SelfTest
+	4,  // 4: shoal.v1.DeploymentManifest.health_check:type_name -> shoal.v1.HealthCheck
+	7,  // 5: shoal.v1.SelfTest.inputs:type_name -> shoal.v1.Tensor
+	7,  // 6: shoal.v1.SelfTest.expected_outputs:type_name -> shoal.v1.Tensor
+	9,  // 7: shoal.v1.ModelStatus.active:type_name -> shoal.v1.ModelRef
+	9,  // 8: shoal.v1.ModelStatus.previous:type_name -> shoal.v1.ModelRef
+	9,  // 9: shoal.v1.ModelStatus.desired:type_name -> shoal.v1.ModelRef
+	0,  // 10: shoal.v1.ModelStatus.phase:type_name -> shoal.v1.Phase
+	10, // 11: shoal.v1.ReportedState.models:type_name -> shoal.v1.ModelStatus
+	0,  // 12: shoal.v1.ReportedState.phase:type_name -> shoal.v1.Phase
+	12, // 13: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
+	13, // 14: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
+	15, // 15: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
+	15, // 16: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
+	1,  // 17: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_proto_shoal_v1_shoal_proto_init() }
@@ -1822,7 +1917,7 @@ func file_proto_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_shoal_v1_shoal_proto_rawDesc), len(file_proto_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
