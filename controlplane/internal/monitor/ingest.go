@@ -21,8 +21,9 @@ const SchemaVersion = 1
 // Badger bounds a transaction (15% of a memtable: about 2.5 MB with the
 // control plane's 16 MiB memtables). At these bounds the worst case, 10,000
 // records of a device with a 128-character id, is 1.6 MB of keys plus at
-// most 512 KiB of records: it fits. Agents must keep within both bounds;
-// a batch over them is refused (and, never acknowledged, sent again).
+// most 512 KiB of records, plus MaxBatchVersions aggregates of under 1 KB
+// each: it fits. Agents must keep within both bounds; a batch over them is
+// refused (and, never acknowledged, sent again).
 const (
 	MaxBatchBytes   = 512 << 10
 	MaxBatchRecords = 10_000
@@ -33,6 +34,7 @@ type IngestStats struct {
 	Batches          uint64 // stored and acknowledged (duplicates included)
 	Records          uint64 // records stored for the first time
 	DuplicateRecords uint64 // records already stored, skipped
+	Unaggregated     uint64 // records stored for the first time but in no version aggregate (see MaxBatchVersions)
 	AckErrors        uint64 // stored, but the Ack could not be published
 	BadTopic         uint64
 	TooLarge         uint64
@@ -44,7 +46,7 @@ type IngestStats struct {
 }
 
 type counters struct {
-	batches, records, duplicateRecords, ackErrors, badTopic, tooLarge, malformed, badSchema, wrongDevice, badBatch, storeErrors atomic.Uint64
+	batches, records, duplicateRecords, unaggregated, ackErrors, badTopic, tooLarge, malformed, badSchema, wrongDevice, badBatch, storeErrors atomic.Uint64
 }
 
 // Stats returns the ingest counters.
@@ -54,6 +56,7 @@ func (m *Monitor) Stats() IngestStats {
 		Batches:          c.batches.Load(),
 		Records:          c.records.Load(),
 		DuplicateRecords: c.duplicateRecords.Load(),
+		Unaggregated:     c.unaggregated.Load(),
 		AckErrors:        c.ackErrors.Load(),
 		BadTopic:         c.badTopic.Load(),
 		TooLarge:         c.tooLarge.Load(),
@@ -66,12 +69,12 @@ func (m *Monitor) Stats() IngestStats {
 }
 
 // HandleTelemetry ingests a TelemetryBatch from {prefix}/d/{id}/telemetry.
-// Records not stored before are stored, and the device's counters updated,
-// in one transaction; once it has committed, an Ack for the batch's range
-// goes to {prefix}/d/{id}/ack. A batch stored before is acknowledged again
-// (the agent may have missed the first Ack) without counting anything
-// twice. It is a Bus handler: what it cannot use it counts, logs
-// (rate-limited) and drops, unacknowledged.
+// Records not stored before are stored, and the device's counters and its
+// aggregates per model version updated, in one transaction; once it has
+// committed, an Ack for the batch's range goes to {prefix}/d/{id}/ack. A
+// batch stored before is acknowledged again (the agent may have missed the
+// first Ack) without counting anything twice. It is a Bus handler: what it
+// cannot use it counts, logs (rate-limited) and drops, unacknowledged.
 func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 	id, kind, err := m.scheme.Parse(topic)
 	if err == nil && kind != topics.Telemetry {
@@ -109,15 +112,20 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 		return
 	}
 
-	added, dups, err := m.store(id, &b)
+	res, err := m.store(id, &b)
 	if err != nil {
 		m.stats.storeErrors.Add(1)
 		m.logLimited("store", id, "cannot store telemetry batch; not acknowledged", "device", id, "error", err)
 		return
 	}
 	m.stats.batches.Add(1)
-	m.stats.records.Add(added)
-	m.stats.duplicateRecords.Add(dups)
+	m.stats.records.Add(res.added)
+	m.stats.duplicateRecords.Add(res.dups)
+	if n := res.badName + res.overLimit; n > 0 {
+		m.stats.unaggregated.Add(n)
+		m.logLimited("version", id, "telemetry records stored but left out of the per-version aggregates",
+			"device", id, "invalid_model_name_or_version", res.badName, "over_version_limit", res.overLimit, "limit", MaxBatchVersions)
+	}
 	m.ack(id, &b)
 }
 
@@ -153,18 +161,28 @@ func checkBatch(b *shoalv1.TelemetryBatch) error {
 	return nil
 }
 
-// store writes the batch's new records and updates the device's counters in
-// one transaction, returning how many records were new and how many were
-// stored already.
-func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint64, err error) {
+// storeResult is what store did with a batch's records.
+type storeResult struct {
+	added, dups uint64 // new records; records stored already
+	// New records left out of the version aggregates: no valid model name
+	// or version; over MaxBatchVersions.
+	badName, overLimit uint64
+}
+
+// store writes the batch's new records and updates the device's counters
+// and its aggregates per model version in one transaction.
+func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (res storeResult, err error) {
 	values := make([][]byte, len(b.GetRecords()))
+	valid := make([]bool, len(b.GetRecords()))
 	for i, r := range b.GetRecords() {
 		if values[i], err = proto.Marshal(r); err != nil {
-			return 0, 0, fmt.Errorf("encode record %d: %w", r.GetSeq(), err)
+			return storeResult{}, fmt.Errorf("encode record %d: %w", r.GetSeq(), err)
 		}
+		valid[i] = validVersion(r)
 	}
 	err = store.Retry(m.st, storeAttempts, func(tx store.Tx) error {
-		added, dups = 0, 0
+		res = storeResult{}
+		vb := newVersionBatch(id)
 		var c deviceCounters
 		if _, err := store.GetJSON(tx, countersKey(id), &c); err != nil {
 			return err
@@ -172,7 +190,7 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 		for i, r := range b.GetRecords() {
 			key := recordKey(id, r.GetSeq())
 			if _, err := tx.Get(key); err == nil {
-				dups++
+				res.dups++
 				continue
 			} else if !errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("read record %d: %w", r.GetSeq(), err)
@@ -180,13 +198,20 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 			if err := tx.Set(key, values[i]); err != nil {
 				return fmt.Errorf("write record %d: %w", r.GetSeq(), err)
 			}
-			added++
+			res.added++
+			if err := vb.add(tx, r, valid[i]); err != nil {
+				return fmt.Errorf("version aggregate of record %d: %w", r.GetSeq(), err)
+			}
 			c.Records++
 			c.Predictions = addCapped(c.Predictions, r.GetPredictions())
 			c.Errors = addCapped(c.Errors, r.GetErrors())
 			c.HighestSeq = max(c.HighestSeq, r.GetSeq())
 		}
-		changed := added > 0
+		res.badName, res.overLimit = vb.badName, vb.overLimit
+		if err := vb.write(tx); err != nil {
+			return err
+		}
+		changed := res.added > 0
 		if d := b.GetDropped(); d.GetRecords() > 0 {
 			key := dropKey(id, d.GetFirstSeq(), d.GetLastSeq())
 			if _, err := tx.Get(key); errors.Is(err, store.ErrNotFound) {
@@ -204,7 +229,7 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (added, dups uint6
 		}
 		return store.PutJSON(tx, countersKey(id), c)
 	})
-	return added, dups, err
+	return res, err
 }
 
 // addCapped adds two counts, stopping at the largest uint64 instead of

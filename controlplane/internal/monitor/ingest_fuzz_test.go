@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"maps"
 	"math"
 	"math/bits"
+	"regexp"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -36,6 +39,40 @@ func satAdd(a, b uint64) uint64 {
 	return s
 }
 
+// satMul multiplies without wrapping.
+func satMul(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	if hi != 0 {
+		return math.MaxUint64
+	}
+	return lo
+}
+
+// nameRE is the rule for model names and versions, written again for the
+// oracle.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+func aggregatable(r *shoalv1.TelemetryRecord) bool {
+	ok := func(s string) bool { return nameRE.MatchString(s) && s != "." && s != ".." }
+	return ok(r.GetModelName()) && ok(r.GetModelVersion())
+}
+
+// shadowVersion adds a new record to the model of a version aggregate.
+func shadowVersion(c *versionCounters, r *shoalv1.TelemetryRecord) {
+	if c.Records == 0 || r.GetWindowStartUnixMs() < c.FirstWindowStartMs {
+		c.FirstWindowStartMs = r.GetWindowStartUnixMs()
+	}
+	if c.Records == 0 || r.GetWindowEndUnixMs() > c.LastWindowEndMs {
+		c.LastWindowEndMs = r.GetWindowEndUnixMs()
+	}
+	c.Records++
+	c.Predictions = satAdd(c.Predictions, r.GetPredictions())
+	c.Errors = satAdd(c.Errors, r.GetErrors())
+	c.LatencySumUs = satAdd(c.LatencySumUs, r.GetLatencySumUs())
+	c.LatencyMaxUs = max(c.LatencyMaxUs, r.GetLatencyMaxUs())
+	c.P95WeightedSumUs = satAdd(c.P95WeightedSumUs, satMul(r.GetLatencyP95Us(), r.GetPredictions()))
+}
+
 // batchProblem is checkBatch's rule, written again for the oracle.
 func batchProblem(b *shoalv1.TelemetryBatch) bool {
 	if b.GetFirstSeq() > b.GetLastSeq() || len(b.GetRecords()) > MaxBatchRecords {
@@ -59,8 +96,11 @@ func batchProblem(b *shoalv1.TelemetryBatch) bool {
 // exactly the counters its fate calls for; an accepted batch must be
 // stored, counted and then acknowledged with its own range on the
 // device's ack topic, and a refused one neither stored nor acknowledged.
-// The device's totals, and the fleet's, must equal the model's: they only
-// grow, and stop at the top of their range rather than wrap. Seeds:
+// The device's totals, and the fleet's, and each device's totals per model
+// version must equal the model's: they only grow, and stop at the top of
+// their range rather than wrap. A record with a bad model name or version,
+// or of a version past MaxBatchVersions in its batch, has no version
+// aggregate. Seeds:
 // testdata/fuzz/FuzzHandleTelemetry, from TestFuzzHandleTelemetryCorpus.
 func FuzzHandleTelemetry(f *testing.F) {
 	st, err := badgerstore.Open(f.TempDir(), slog.New(slog.DiscardHandler))
@@ -71,6 +111,8 @@ func FuzzHandleTelemetry(f *testing.F) {
 	pub := &recorder{}
 	mon := New(st, pub, scheme, nil, nil)
 	shadow := map[string]*shadowDevice{}
+	versions := map[[2]string]map[string]*versionCounters{} // (model, version) → device → totals
+	nVersions := 0
 
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
 		before := mon.Stats()
@@ -100,6 +142,7 @@ func FuzzHandleTelemetry(f *testing.F) {
 			want.Batches++
 		}
 		var sd *shadowDevice
+		var touched [][2]string // the versions this batch aggregates, first seen first
 		if accepted {
 			sd = shadow[id]
 			if sd == nil {
@@ -117,6 +160,23 @@ func FuzzHandleTelemetry(f *testing.F) {
 				}
 				sd.records[r.GetSeq()] = append(v, 0)[:len(v)] // non-nil even when empty
 				want.Records++
+				if v := [2]string{r.GetModelName(), r.GetModelVersion()}; !aggregatable(r) {
+					want.Unaggregated++
+				} else if !slices.Contains(touched, v) && len(touched) == MaxBatchVersions {
+					want.Unaggregated++
+				} else {
+					if !slices.Contains(touched, v) {
+						touched = append(touched, v)
+					}
+					if versions[v] == nil {
+						versions[v] = map[string]*versionCounters{}
+					}
+					if versions[v][id] == nil {
+						versions[v][id] = &versionCounters{}
+						nVersions++
+					}
+					shadowVersion(versions[v][id], r)
+				}
 				c := &sd.counters
 				c.Records++
 				c.Predictions = satAdd(c.Predictions, r.GetPredictions())
@@ -177,7 +237,36 @@ func FuzzHandleTelemetry(f *testing.F) {
 		}
 		checkTotals(t, mon, id, sd)
 		checkFleetTotals(t, mon, shadow)
+		for _, v := range touched {
+			checkVersion(t, mon, v, versions[v])
+		}
+		n := 0
+		if err := st.View(func(tx store.Tx) error {
+			return tx.Scan([]byte(versionPrefix), func(_, _ []byte) error { n++; return nil })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != nVersions {
+			t.Fatalf("%d version aggregates stored; want %d", n, nVersions)
+		}
 	})
+}
+
+// checkVersion compares VersionStats of a model version with the model's
+// totals of each device.
+func checkVersion(t *testing.T, mon *Monitor, v [2]string, devices map[string]*versionCounters) {
+	t.Helper()
+	got, err := mon.VersionStats(ctx, v[0], v[1])
+	if err != nil {
+		t.Fatalf("VersionStats(%q, %q): %v", v[0], v[1], err)
+	}
+	var want []VersionStats
+	for _, id := range slices.Sorted(maps.Keys(devices)) {
+		want = append(want, devices[id].stats(id))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("VersionStats(%q, %q) = %+v; want %+v", v[0], v[1], got, want)
+	}
 }
 
 // checkFleetTotals compares the monitor's totals over every device with
@@ -243,6 +332,11 @@ func fuzzTelemetrySeeds(t *testing.T) []fuzzcorpus.Seed {
 	badDrop.Dropped = &shoalv1.DropReport{Records: 5, FirstSeq: 10, LastSeq: 11}
 	schema2 := batch("a", 1, 1, 1, 0)
 	schema2.SchemaVersion = 2
+	twoVersions := batch("c", 1, 4, 10, 1)
+	twoVersions.Records[1].ModelVersion, twoVersions.Records[3].ModelVersion = "2", "2"
+	twoVersions.Records[2].LatencyP95Us = 5000
+	badName := batch("c", 8, 10, 1, 0)
+	badName.Records[0].ModelName, badName.Records[1].ModelVersion, badName.Records[2].ModelName = "", "..", "m/1"
 	good := marshal(t, batch("a", 1, 3, 10, 1))
 	return []fuzzcorpus.Seed{
 		seed("three-records", true, tel("a"), batch("a", 1, 3, 10, 1)),
@@ -250,6 +344,8 @@ func fuzzTelemetrySeeds(t *testing.T) []fuzzcorpus.Seed {
 		seed("drop-report", true, tel("a"), withDrop),
 		seed("gap", true, tel("a"), gap),
 		seed("near-max-counts", true, tel("pump-7"), big),
+		seed("two-versions", true, tel("c"), twoVersions),
+		seed("bad-model-name", true, tel("c"), badName),
 		seed("empty-batch", true, tel("b"), &shoalv1.TelemetryBatch{SchemaVersion: 1, DeviceId: "b", FirstSeq: 4, LastSeq: 4}),
 		seed("reversed-range", false, tel("a"), reversed),
 		seed("record-outside-range", false, tel("a"), outside),

@@ -1,5 +1,6 @@
 // Package monitor ingests device telemetry: it stores every record once,
-// keyed by (device, sequence number), keeps per-device counters, and
+// keyed by (device, sequence number), keeps per-device counters and each
+// device's totals per model version (for rollout health gates), and
 // acknowledges each batch to the agent only after the store has committed
 // it, so the agent may then delete it from its outbox (DESIGN §3: delivery
 // is end-to-end, not the broker's PUBACK).
@@ -9,6 +10,12 @@
 //	monitor/rec/{device}/{seq, 16 hex digits}     TelemetryRecord (protobuf)
 //	monitor/dev/{device}                          deviceCounters (JSON)
 //	monitor/drop/{device}/{first}-{last}          a drop range already counted
+//	monitor/ver/{model}/{version}/{device}        versionCounters (JSON)
+//
+// Device ids, model names and versions hold no '/' (they are made of
+// [A-Za-z0-9._-]), so '/' separates them unambiguously. A record whose
+// model name or version is not valid is stored and counted for its device,
+// but has no version aggregate.
 package monitor
 
 import (

@@ -28,6 +28,9 @@ type ManifestOptions struct {
 	Profile  string        // firmware profile the artifact is for; "" for any
 	Rollback bool          // the manifest deliberately goes back to an older version
 	TTL      time.Duration // validity; 0 means DefaultManifestTTL
+	// HealthCheck tells agents when to report the version healthy once
+	// active; nil leaves it to each agent's defaults.
+	HealthCheck *shoalv1.HealthCheck
 }
 
 // Manifest issues a signed deployment manifest for name/version with the
@@ -82,6 +85,7 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 		SelfTest:        &selfTest,
 		ReleaseSequence: seq,
 		Rollback:        opts.Rollback,
+		HealthCheck:     opts.HealthCheck,
 		IssuedAtUnixMs:  issued.UnixMilli(),
 		ExpiresAtUnixMs: issued.Add(opts.TTL).UnixMilli(),
 	}

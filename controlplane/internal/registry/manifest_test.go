@@ -136,6 +136,13 @@ func TestManifestReleaseSequence(t *testing.T) {
 	if m.GetExpiresAtUnixMs()-m.GetIssuedAtUnixMs() != time.Hour.Milliseconds() {
 		t.Errorf("TTL 1h gave lifetime %dms", m.GetExpiresAtUnixMs()-m.GetIssuedAtUnixMs())
 	}
+	if m.GetHealthCheck() != nil {
+		t.Errorf("health check %v without one asked for", m.GetHealthCheck())
+	}
+	hc := seq("summer", "2", ManifestOptions{HealthCheck: &shoalv1.HealthCheck{MinPredictions: 7, MinSeconds: 9}}).GetHealthCheck()
+	if hc.GetMinPredictions() != 7 || hc.GetMinSeconds() != 9 {
+		t.Errorf("health check = %v; want 7 predictions or 9 s", hc)
+	}
 
 	// Concurrent deployments get distinct sequences.
 	const n = 8
@@ -154,8 +161,8 @@ func TestManifestReleaseSequence(t *testing.T) {
 	wg.Wait()
 	seen := map[uint64]bool{}
 	for _, s := range got {
-		if s < 4 || s > 3+n || seen[s] {
-			t.Errorf("concurrent releases = %v; want each of 4..%d once", got, 3+n)
+		if s < 5 || s > 4+n || seen[s] {
+			t.Errorf("concurrent releases = %v; want each of 5..%d once", got, 4+n)
 			break
 		}
 		seen[s] = true
