@@ -18,6 +18,9 @@ const (
 	// DefaultManifestRefreshInterval is how often the desired state's
 	// manifests are checked for expiry unless Config says otherwise.
 	DefaultManifestRefreshInterval = time.Hour
+	// DefaultRolloutInterval is how often the rollout engine runs a pass
+	// when nothing asks for one sooner (devices reporting do).
+	DefaultRolloutInterval = time.Second
 )
 
 // Config configures a control plane. Only DataDir is required.
@@ -53,6 +56,10 @@ type Config struct {
 	// (default DefaultManifestRefreshInterval). It must be shorter than
 	// those 10 days.
 	ManifestRefreshInterval time.Duration
+	// RolloutInterval is how often the rollout engine checks its gates,
+	// soak times and timeouts (default DefaultRolloutInterval); a device
+	// report also triggers a pass.
+	RolloutInterval time.Duration
 	// HTTPMiddleware, if set, wraps the API handler: tests use it to hold,
 	// cut or alter responses (controltest.WithHTTPMiddleware).
 	HTTPMiddleware func(http.Handler) http.Handler
@@ -80,6 +87,12 @@ func (c Config) withDefaults() (Config, error) {
 	case c.ManifestRefreshInterval < 0 || c.ManifestRefreshInterval >= manifestRefreshWindow:
 		return c, fmt.Errorf("control plane: manifest refresh interval %s: want a positive duration under %s (manifests are re-signed once less than that is left of them), or 0 for the default (%s)",
 			c.ManifestRefreshInterval, manifestRefreshWindow, DefaultManifestRefreshInterval)
+	}
+	switch {
+	case c.RolloutInterval == 0:
+		c.RolloutInterval = DefaultRolloutInterval
+	case c.RolloutInterval < 0:
+		return c, fmt.Errorf("control plane: rollout interval %s is negative; give a positive duration, or 0 for the default (%s)", c.RolloutInterval, DefaultRolloutInterval)
 	}
 	if c.PublicBrokerURL != "" {
 		u, err := url.Parse(c.PublicBrokerURL)

@@ -24,6 +24,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
+	"github.com/shoalfleet/shoal/controlplane/internal/rollout"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/procstats"
@@ -48,6 +49,10 @@ const (
 	manifestRefreshWindow = registry.DefaultManifestTTL / 3
 	// refreshPassTimeout bounds one pass of RefreshManifests.
 	refreshPassTimeout = 10 * time.Minute
+	// rolloutMinGap is the least time between two rollout passes, however
+	// often devices report: a thousand devices reporting at once cost a
+	// pass or two, not a thousand.
+	rolloutMinGap = 100 * time.Millisecond
 )
 
 // ControlPlane is a configured control plane. Its methods are safe for
@@ -62,6 +67,7 @@ type ControlPlane struct {
 	registry *registry.Registry
 	fleet    *fleet.Service
 	monitor  *monitor.Monitor
+	rollouts *rollout.Engine
 	embedded *broker.Embedded // nil when an external broker is used
 	external *broker.External // nil when the embedded broker is used
 	bus      broker.Bus
@@ -75,10 +81,10 @@ type ControlPlane struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// stopRefresh ends the manifest refresh loop, which closes
-	// refreshDone on its way out; both nil until Start succeeds.
-	stopRefresh context.CancelFunc
-	refreshDone chan struct{}
+	// stopLoops ends the manifest refresh and rollout loops, which close
+	// loopsDone on their way out; both nil until Start succeeds.
+	stopLoops context.CancelFunc
+	loopsDone sync.WaitGroup
 }
 
 // New builds a control plane from cfg: it opens (or creates) the data
@@ -135,11 +141,13 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 	cp.fleet = fleet.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "fleet"), cfg.Now)
 	auth.set(cp.fleet)
 	cp.monitor = monitor.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "monitor"), cfg.Now)
+	cp.rollouts = rollout.New(cp.store, cp.fleet, cp.registry, cp.monitor, cp.log.With("component", "rollout"), cfg.Now)
 
 	handler := api.New(api.Deps{
 		Registry:     cp.registry,
 		Fleet:        cp.fleet,
 		Monitor:      cp.monitor,
+		Rollouts:     cp.rollouts,
 		PublicKeyPEM: cp.signer.PublicKeyPEM(),
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,
@@ -240,8 +248,16 @@ func (cp *ControlPlane) Start() error {
 	}
 	cp.log.Info("agents enroll at "+cp.urlLocked()+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
 	loopCtx, stop := context.WithCancel(context.Background())
-	cp.stopRefresh, cp.refreshDone = stop, make(chan struct{})
-	go cp.refreshLoop(loopCtx, cp.refreshDone)
+	cp.stopLoops = stop
+	cp.loopsDone.Add(2)
+	go func() {
+		defer cp.loopsDone.Done()
+		cp.refreshLoop(loopCtx)
+	}()
+	go func() {
+		defer cp.loopsDone.Done()
+		cp.rollouts.Run(loopCtx, cp.cfg.RolloutInterval, rolloutMinGap)
+	}()
 	return nil
 }
 
@@ -277,10 +293,22 @@ func (cp *ControlPlane) refreshManifests(ctx context.Context) error {
 	return nil
 }
 
+// ReconcileRollouts runs one pass of the rollout engine now. The control
+// plane runs one every Config.RolloutInterval, and soon after devices
+// report; tests with an injected clock call it after moving the clock.
+func (cp *ControlPlane) ReconcileRollouts(ctx context.Context) error {
+	cp.mu.Lock()
+	closed := cp.closed
+	cp.mu.Unlock()
+	if closed {
+		return errors.New("control plane: ReconcileRollouts after Close")
+	}
+	return cp.rollouts.Reconcile(ctx)
+}
+
 // refreshLoop runs RefreshManifests every ManifestRefreshInterval until
-// ctx ends, then closes done.
-func (cp *ControlPlane) refreshLoop(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+// ctx ends.
+func (cp *ControlPlane) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(cp.cfg.ManifestRefreshInterval)
 	defer t.Stop()
 	for {
@@ -303,8 +331,8 @@ func (cp *ControlPlane) subscribe() error {
 		kind topics.Kind
 		h    func(topic string, payload []byte)
 	}{
-		{topics.Reported, cp.fleet.HandleReported},
-		{topics.Status, cp.fleet.HandleStatus},
+		{topics.Reported, cp.handleReported},
+		{topics.Status, cp.handleStatus},
 		{topics.Telemetry, cp.handleTelemetry},
 	}
 	for _, s := range subs {
@@ -313,6 +341,20 @@ func (cp *ControlPlane) subscribe() error {
 		}
 	}
 	return nil
+}
+
+// handleReported stores a device's reported state and asks the rollout
+// engine for a pass: a device moving on may move a rollout on.
+func (cp *ControlPlane) handleReported(topic string, payload []byte) {
+	cp.fleet.HandleReported(topic, payload)
+	cp.rollouts.Kick()
+}
+
+// handleStatus stores a device's online status; a device coming online
+// may count for a rollout stage.
+func (cp *ControlPlane) handleStatus(topic string, payload []byte) {
+	cp.fleet.HandleStatus(topic, payload)
+	cp.rollouts.Kick()
 }
 
 // handleTelemetry marks the device as seen and ingests its batch.
@@ -364,12 +406,12 @@ func (cp *ControlPlane) Close() error {
 	cp.closeOnce.Do(func() {
 		cp.mu.Lock()
 		cp.closed = true
-		stop, done := cp.stopRefresh, cp.refreshDone
+		stop := cp.stopLoops
 		cp.mu.Unlock()
 		if stop != nil {
-			// The loop uses the store and the broker: it ends first.
+			// The loops use the store and the broker: they end first.
 			stop()
-			<-done
+			cp.loopsDone.Wait()
 		}
 		var errs []error
 		if cp.http != nil {

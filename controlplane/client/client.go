@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -109,11 +111,15 @@ func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 }
 
 func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
+	return c.sendJSON(ctx, http.MethodPost, path, in, out)
+}
+
+func (c *Client) sendJSON(ctx context.Context, method, path string, in, out any) error {
 	data, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, http.MethodPost, path, bytes.NewReader(data), "application/json", out)
+	return c.do(ctx, method, path, bytes.NewReader(data), "application/json", out)
 }
 
 // TensorSpec is a model input or output.
@@ -230,32 +236,94 @@ type DeviceModel struct {
 	ActiveVersion   string `json:"active_version"`
 	PreviousVersion string `json:"previous_version"`
 	DesiredVersion  string `json:"desired_version"`
+	TargetVersion   string `json:"target_version"`
 	Phase           string `json:"phase"`
 	Error           string `json:"error"`
+	Healthy         bool   `json:"healthy"`
+	// ActiveSince is zero if the device did not say.
+	ActiveSince time.Time `json:"active_since"`
 }
 
 // Device is one enrolled device.
 type Device struct {
-	ID                string        `json:"id"`
-	Online            bool          `json:"online"`
-	LastSeen          time.Time     `json:"last_seen"`
-	EnrolledAt        time.Time     `json:"enrolled_at"`
-	AgentVersion      string        `json:"agent_version"`
-	Profile           string        `json:"profile"`
-	Phase             string        `json:"phase"`
-	Error             string        `json:"error"`
-	DesiredGeneration uint64        `json:"desired_generation"`
-	AppliedGeneration uint64        `json:"applied_generation"`
-	Models            []DeviceModel `json:"models"`
+	ID                string            `json:"id"`
+	Online            bool              `json:"online"`
+	LastSeen          time.Time         `json:"last_seen"`
+	EnrolledAt        time.Time         `json:"enrolled_at"`
+	AgentVersion      string            `json:"agent_version"`
+	Profile           string            `json:"profile"`
+	Labels            map[string]string `json:"labels"`
+	Group             string            `json:"group"`
+	Phase             string            `json:"phase"`
+	Error             string            `json:"error"`
+	DesiredGeneration uint64            `json:"desired_generation"`
+	AppliedGeneration uint64            `json:"applied_generation"`
+	Models            []DeviceModel     `json:"models"`
 }
 
 // Devices lists enrolled devices.
 func (c *Client) Devices(ctx context.Context) ([]Device, error) {
+	return c.DevicesMatching(ctx, DeviceFilter{})
+}
+
+// DeviceFilter picks devices: those with every one of Labels (exact
+// values) and, if Group is not empty, in Group. The zero filter picks
+// every device.
+type DeviceFilter struct {
+	Labels map[string]string
+	Group  string
+}
+
+// Selector returns the filter's labels as the API's selector, "k=v,k2=v2"
+// in key order ("" for none).
+func (f DeviceFilter) Selector() string {
+	parts := make([]string, 0, len(f.Labels))
+	for _, k := range slices.Sorted(maps.Keys(f.Labels)) {
+		parts = append(parts, k+"="+f.Labels[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// DevicesMatching lists the enrolled devices f picks.
+func (c *Client) DevicesMatching(ctx context.Context, f DeviceFilter) ([]Device, error) {
+	q := url.Values{}
+	if sel := f.Selector(); sel != "" {
+		q.Set("selector", sel)
+	}
+	if f.Group != "" {
+		q.Set("group", f.Group)
+	}
+	path := "/api/v1/devices"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
 	var out struct {
 		Devices []Device `json:"devices"`
 	}
-	err := c.getJSON(ctx, "/api/v1/devices", &out)
+	err := c.getJSON(ctx, path, &out)
 	return out.Devices, err
+}
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, id string) (d Device, err error) {
+	err = c.getJSON(ctx, "/api/v1/devices/"+url.PathEscape(id), &d)
+	return d, err
+}
+
+// UpdateDevice changes a device's labels and group and returns the device
+// as changed: each label in labels is set, or removed if its value is nil;
+// labels not named are kept. group nil keeps the group, "" takes the
+// device out of it.
+func (c *Client) UpdateDevice(ctx context.Context, id string, labels map[string]*string, group *string) (d Device, err error) {
+	body := map[string]any{}
+	if labels != nil {
+		body["labels"] = labels
+	}
+	if group != nil {
+		body["group"] = *group
+	}
+	err = c.sendJSON(ctx, http.MethodPatch, "/api/v1/devices/"+url.PathEscape(id), body, &d)
+	return d, err
 }
 
 // TelemetryCounts are telemetry totals.

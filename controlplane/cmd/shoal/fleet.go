@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -50,16 +51,19 @@ func newDeployCmd(o *rootOptions) *cobra.Command {
 }
 
 func newDevicesCmd(o *rootOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "devices",
-		Short: "List enrolled devices: online, active model, phase, last error",
+	var selector map[string]string
+	var group string
+	cmd := &cobra.Command{
+		Use:   "devices [--selector k=v,k2=v2] [--group G]",
+		Short: "List enrolled devices: online, active model, phase, group, labels, last error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := newClient(o)
 			if err != nil {
 				return err
 			}
-			devs, err := c.Devices(cmd.Context())
+			f := client.DeviceFilter{Labels: selector, Group: group}
+			devs, err := c.DevicesMatching(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
@@ -70,28 +74,118 @@ func newDevicesCmd(o *rootOptions) *cobra.Command {
 				return printJSON(o.stdout, devs)
 			}
 			if len(devs) == 0 {
+				if len(f.Labels) > 0 || f.Group != "" {
+					fmt.Fprintf(o.stdout, "no devices match%s\n", describeFilter(f))
+					return nil
+				}
 				fmt.Fprintln(o.stdout, "no devices yet: create a token with `shoal token create` and start `shoal-agent run --enroll-token ...`")
 				return nil
 			}
-			rows := [][]string{}
-			for _, d := range devs {
-				online := "offline"
-				if d.Online {
-					online = "online"
-				}
-				var models []string
-				for _, m := range d.Models {
-					s := m.Name + " " + orDash(m.ActiveVersion)
-					if m.DesiredVersion != "" && m.DesiredVersion != m.ActiveVersion {
-						s += " → " + m.DesiredVersion
-					}
-					models = append(models, s)
-				}
-				rows = append(rows, []string{d.ID, online, orDash(strings.Join(models, "; ")), d.Phase, orDash(d.AgentVersion), ago(d.LastSeen), orDash(d.Error)})
-			}
-			return table(o.stdout, []string{"DEVICE", "STATUS", "MODELS", "PHASE", "AGENT", "LAST SEEN", "ERROR"}, rows)
+			return devicesTable(o.stdout, devs)
 		},
 	}
+	cmd.Flags().StringToStringVar(&selector, "selector", nil, "only devices with these labels, e.g. env=prod,site=north (all must match)")
+	cmd.Flags().StringVar(&group, "group", "", "only devices in this group")
+	cmd.AddCommand(newDevicesLabelCmd(o))
+	return cmd
+}
+
+func newDevicesLabelCmd(o *rootOptions) *cobra.Command {
+	var group string
+	cmd := &cobra.Command{
+		Use:   "label ID [key=value]... [key-]... [--group G]",
+		Short: "Set (key=value) or remove (key-) a device's labels, or set its group (--group \"\" takes it out)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			labels, err := parseLabelArgs(args[1:])
+			if err != nil {
+				return err
+			}
+			var g *string
+			if cmd.Flags().Changed("group") {
+				g = &group
+			}
+			if labels == nil && g == nil {
+				return fmt.Errorf("nothing to change on %s: give key=value to set a label, key- to remove one, or --group", id)
+			}
+			c, err := newClient(o)
+			if err != nil {
+				return err
+			}
+			d, err := c.UpdateDevice(cmd.Context(), id, labels, g)
+			if err != nil {
+				return err // names the device and the label
+			}
+			if o.json {
+				return printJSON(o.stdout, d)
+			}
+			return devicesTable(o.stdout, []client.Device{d})
+		},
+	}
+	cmd.Flags().StringVar(&group, "group", "", `put the device in this group ("" takes it out of its group)`)
+	return cmd
+}
+
+// parseLabelArgs reads kubectl-style label arguments: key=value sets a
+// label, key- removes it. It returns nil for no arguments.
+func parseLabelArgs(args []string) (map[string]*string, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]*string, len(args))
+	for _, a := range args {
+		var key string
+		var value *string
+		if k, v, ok := strings.Cut(a, "="); ok {
+			key, value = k, &v
+		} else if k, ok := strings.CutSuffix(a, "-"); ok {
+			key = k
+		}
+		if key == "" {
+			return nil, fmt.Errorf("label argument %q: write key=value to set a label, or key- to remove it", a)
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("label %q is given more than once", key)
+		}
+		out[key] = value
+	}
+	return out, nil
+}
+
+// devicesTable prints devices for people.
+func devicesTable(w io.Writer, devs []client.Device) error {
+	rows := [][]string{}
+	for _, d := range devs {
+		online := "offline"
+		if d.Online {
+			online = "online"
+		}
+		var models []string
+		for _, m := range d.Models {
+			s := m.Name + " " + orDash(m.ActiveVersion)
+			if m.DesiredVersion != "" && m.DesiredVersion != m.ActiveVersion {
+				s += " → " + m.DesiredVersion
+			}
+			models = append(models, s)
+		}
+		rows = append(rows, []string{d.ID, online, orDash(strings.Join(models, "; ")), d.Phase, orDash(d.AgentVersion), ago(d.LastSeen),
+			orDash(d.Group), orDash(labelsCell(d.Labels, maxLabelsCell)), orDash(d.Error)})
+	}
+	return table(w, []string{"DEVICE", "STATUS", "MODELS", "PHASE", "AGENT", "LAST SEEN", "GROUP", "LABELS", "ERROR"}, rows)
+}
+
+// describeFilter says what a device filter asks for, after "no devices
+// match".
+func describeFilter(f client.DeviceFilter) string {
+	var s string
+	if sel := f.Selector(); sel != "" {
+		s += " --selector " + sel
+	}
+	if f.Group != "" {
+		s += " --group " + f.Group
+	}
+	return s
 }
 
 func newTokenCmd(o *rootOptions) *cobra.Command {

@@ -70,6 +70,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newDevicesCmd,
 		newTokenCmd,
 		newTelemetryCmd,
+		newRolloutCmd,
 	} {
 		root.AddCommand(mk(o))
 	}

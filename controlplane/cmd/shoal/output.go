@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -77,4 +80,38 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// maxLabelsCell is how wide the LABELS column of the device table gets.
+const maxLabelsCell = 40
+
+// labelsCell writes labels as k=v,k2=v2 in key order, in at most width
+// characters: the labels that fit whole, then ",+N" for the N left out;
+// a first label too long on its own is cut short with "…".
+func labelsCell(labels map[string]string, width int) string {
+	keys := slices.Sorted(maps.Keys(labels))
+	var b strings.Builder
+	for i, k := range keys {
+		kv := k + "=" + labels[k]
+		sep := ""
+		if i > 0 {
+			sep = ","
+		}
+		more := ""
+		if left := len(keys) - i - 1; left > 0 {
+			more = ",+" + strconv.Itoa(left)
+		}
+		if b.Len()+len(sep)+len(kv)+len(more) > width {
+			if i == 0 {
+				rest := ",+" + strconv.Itoa(len(keys)-1)
+				if len(keys) == 1 {
+					rest = ""
+				}
+				return kv[:max(0, width-len(rest)-1)] + "…" + rest
+			}
+			return b.String() + ",+" + strconv.Itoa(len(keys)-i)
+		}
+		b.WriteString(sep + kv)
+	}
+	return b.String()
 }

@@ -39,8 +39,9 @@ type Registry interface {
 type Fleet interface {
 	CreateToken(ctx context.Context, ttl time.Duration) (fleet.Token, error)
 	Enroll(ctx context.Context, req fleet.EnrollRequest) (fleet.Credentials, error)
-	List(ctx context.Context) ([]fleet.Device, error)
+	ListMatching(ctx context.Context, sel fleet.Selector) ([]fleet.Device, error)
 	Get(ctx context.Context, id string) (fleet.Device, error)
+	SetLabels(ctx context.Context, id string, labels map[string]*string, group *string) (fleet.Device, error)
 	SetDesired(ctx context.Context, model string, envelope []byte, deviceIDs []string) ([]fleet.DesiredResult, error)
 }
 
@@ -60,6 +61,9 @@ type Deps struct {
 	Registry Registry
 	Fleet    Fleet
 	Monitor  Monitor
+	// Rollouts runs staged rollouts; nil leaves the rollout routes out
+	// (and direct deployments unchecked against them).
+	Rollouts Rollouts
 	// PublicKeyPEM is the trust root agents pin at enrollment.
 	PublicKeyPEM []byte
 	// TopicPrefix is the MQTT topic prefix agents are told at enrollment.
@@ -108,8 +112,17 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 	r.POST("/v1/enroll", s.enroll)
 	r.GET("/api/v1/devices", s.listDevices)
 	r.GET("/api/v1/devices/:id", s.getDevice)
+	r.PATCH("/api/v1/devices/:id", s.patchDevice)
 
 	r.GET("/api/v1/telemetry", s.telemetry)
+
+	if deps.Rollouts != nil {
+		r.POST("/api/v1/rollouts", s.createRollout)
+		r.GET("/api/v1/rollouts", s.listRollouts)
+		r.GET("/api/v1/rollouts/:id", s.getRollout)
+		r.GET("/api/v1/rollouts/:id/events", s.rolloutEvents)
+		r.POST("/api/v1/rollouts/:id/:action", s.rolloutAction)
+	}
 
 	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))
 	return r

@@ -554,7 +554,7 @@ func TestDevices(t *testing.T) {
 	if len(list.Devices) != 2 {
 		t.Fatalf("devices = %s", r.body)
 	}
-	for _, k := range []string{"id", "online", "last_seen", "enrolled_at", "agent_version", "profile", "phase", "error", "desired_generation", "applied_generation", "models"} {
+	for _, k := range []string{"id", "online", "last_seen", "enrolled_at", "agent_version", "profile", "labels", "group", "phase", "error", "desired_generation", "applied_generation", "models"} {
 		if _, ok := list.Devices[0][k]; !ok {
 			t.Errorf("Device JSON lacks %q: %s", k, r.body)
 		}
@@ -566,6 +566,135 @@ func TestDevices(t *testing.T) {
 		t.Errorf("GET device = %d %s", r.status, r.body)
 	}
 	e.get("/api/v1/devices/dev-z").wantError(t, http.StatusNotFound, shoalerr.NotFound, "dev-z")
+}
+
+func (e *env) patchJSON(path, body string) response {
+	e.t.Helper()
+	return e.do(http.MethodPatch, path, strings.NewReader(body), "Content-Type", "application/json")
+}
+
+// TestDeviceLabels: labels and group given at enrollment, changed with
+// PATCH (a JSON merge patch), and used to filter the device list.
+func TestDeviceLabels(t *testing.T) {
+	e := newEnv(t)
+	enroll := func(id, extra string) response {
+		t.Helper()
+		r := e.postJSON("/api/v1/tokens", "")
+		var tok tokenResponse
+		r.json(t, &tok)
+		return e.postJSON("/v1/enroll", fmt.Sprintf(`{"token":%q,"device_id":%q%s}`, tok.Token, id, extra))
+	}
+	device := func(r response) fleet.Device {
+		t.Helper()
+		if r.status != http.StatusOK {
+			t.Fatalf("status = %d %s; want 200", r.status, r.body)
+		}
+		var d fleet.Device
+		r.json(t, &d)
+		return d
+	}
+
+	// Enrollment: labels and group are optional, and checked.
+	enroll("dev-x", `,"labels":{"env":"pr od"}`).wantError(t, http.StatusBadRequest, shoalerr.Invalid, `value "pr od" of label "env"`)
+	enroll("dev-x", `,"labels":{"env":1}`).wantError(t, http.StatusBadRequest, shoalerr.Invalid, "labels")
+	enroll("dev-x", `,"group":"a/b"`).wantError(t, http.StatusBadRequest, shoalerr.Invalid, `group "a/b"`)
+	for id, extra := range map[string]string{
+		"dev-a": `,"labels":{"env":"prod","site":"north"},"group":"canary"`,
+		"dev-b": `,"labels":{"env":"prod","site":"south"}`,
+		"dev-c": `,"labels":{"env":"dev"},"group":"canary"`,
+		"dev-d": ``,
+	} {
+		if r := enroll(id, extra); r.status != http.StatusOK {
+			t.Fatalf("enroll %s: %d %s", id, r.status, r.body)
+		}
+	}
+	d := device(e.get("/api/v1/devices/dev-a"))
+	if fmt.Sprint(d.Labels) != "map[env:prod site:north]" || d.Group != "canary" {
+		t.Errorf("dev-a enrolled with labels %v, group %q", d.Labels, d.Group)
+	}
+	if r := e.get("/api/v1/devices/dev-d"); !strings.Contains(string(r.body), `"labels":{},"group":""`) {
+		t.Errorf("a device without labels = %s; want labels {} and group \"\"", r.body)
+	}
+
+	// Filters: every label of the selector, and the group, must match.
+	ids := func(query string) string {
+		t.Helper()
+		r := e.get("/api/v1/devices" + query)
+		var list struct {
+			Devices []fleet.Device `json:"devices"`
+		}
+		r.json(t, &list)
+		if r.status != http.StatusOK || list.Devices == nil {
+			t.Fatalf("GET devices%s = %d %s", query, r.status, r.body)
+		}
+		var out []string
+		for _, d := range list.Devices {
+			out = append(out, d.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	for query, want := range map[string]string{
+		"":                                    "dev-a,dev-b,dev-c,dev-d",
+		"?selector=env=prod":                  "dev-a,dev-b",
+		"?selector=env%3Dprod%2Csite%3Dsouth": "dev-b",
+		"?selector=env=prod,site=south":       "dev-b",
+		"?group=canary":                       "dev-a,dev-c",
+		"?selector=env=prod&group=canary":     "dev-a",
+		"?selector=env=staging":               "",
+		"?group=":                             "dev-a,dev-b,dev-c,dev-d",
+	} {
+		if got := ids(query); got != want {
+			t.Errorf("GET devices%s = %s; want %s", query, got, want)
+		}
+	}
+	e.get("/api/v1/devices?selector=env").wantError(t, http.StatusBadRequest, shoalerr.Invalid, `"env" is not key=value`)
+	e.get("/api/v1/devices?selector=env=a/b").wantError(t, http.StatusBadRequest, shoalerr.Invalid, `value "a/b" of label "env"`)
+	e.get("/api/v1/devices?group=a/b").wantError(t, http.StatusBadRequest, shoalerr.Invalid, `group "a/b"`)
+
+	// PATCH: set, remove (null) and keep; the group kept when absent.
+	d = device(e.patchJSON("/api/v1/devices/dev-a", `{"labels":{"env":"staging","site":null,"rack":"r7","gone":null}}`))
+	if d.ID != "dev-a" || fmt.Sprint(d.Labels) != "map[env:staging rack:r7]" || d.Group != "canary" {
+		t.Errorf("after PATCH labels: %v, group %q", d.Labels, d.Group)
+	}
+	d = device(e.patchJSON("/api/v1/devices/dev-a", `{"group":"wave-2"}`))
+	if fmt.Sprint(d.Labels) != "map[env:staging rack:r7]" || d.Group != "wave-2" {
+		t.Errorf("after PATCH group: %v, group %q", d.Labels, d.Group)
+	}
+	if got := ids("?group=wave-2&selector=rack=r7"); got != "dev-a" {
+		t.Errorf("the list does not follow the PATCH: %s", got)
+	}
+	if d = device(e.patchJSON("/api/v1/devices/dev-a", `{"group":null}`)); d.Group != "" {
+		t.Errorf(`group after {"group":null} = %q; want none`, d.Group)
+	}
+	device(e.patchJSON("/api/v1/devices/dev-a", `{"group":"g"}`))
+	if d = device(e.patchJSON("/api/v1/devices/dev-a", `{"group":""}`)); d.Group != "" {
+		t.Errorf(`group after {"group":""} = %q; want none`, d.Group)
+	}
+	if d = device(e.patchJSON("/api/v1/devices/dev-a", `{}`)); fmt.Sprint(d.Labels) != "map[env:staging rack:r7]" {
+		t.Errorf("an empty patch changed the labels to %v", d.Labels)
+	}
+
+	// Refusals name what was wrong and change nothing.
+	for _, tc := range []struct {
+		path, body string
+		status     int
+		code       shoalerr.Code
+		text       string
+	}{
+		{"/api/v1/devices/dev-a", `{"labels":{"env":"a b"}}`, http.StatusBadRequest, shoalerr.Invalid, `value "a b" of label "env"`},
+		{"/api/v1/devices/dev-a", `{"labels":{"-env":"a"}}`, http.StatusBadRequest, shoalerr.Invalid, `label key "-env"`},
+		{"/api/v1/devices/dev-a", `{"group":"a b"}`, http.StatusBadRequest, shoalerr.Invalid, `group "a b"`},
+		{"/api/v1/devices/dev-a", `{"group":7}`, http.StatusBadRequest, shoalerr.Invalid, `"group" is 7`},
+		{"/api/v1/devices/dev-a", `{"labels":{"env":7}}`, http.StatusBadRequest, shoalerr.Invalid, "labels"},
+		{"/api/v1/devices/dev-a", `{"label":{"env":"x"}}`, http.StatusBadRequest, shoalerr.Invalid, "label"},
+		{"/api/v1/devices/dev-a", ``, http.StatusBadRequest, shoalerr.Invalid, "JSON body"},
+		{"/api/v1/devices/dev-z", `{"labels":{"env":"x"}}`, http.StatusNotFound, shoalerr.NotFound, "dev-z"},
+	} {
+		e.patchJSON(tc.path, tc.body).wantError(t, tc.status, tc.code, tc.text)
+	}
+	if d = device(e.get("/api/v1/devices/dev-a")); fmt.Sprint(d.Labels) != "map[env:staging rack:r7]" || d.Group != "" {
+		t.Errorf("after refused patches: %v, group %q", d.Labels, d.Group)
+	}
 }
 
 // desiredWatch collects the DesiredState messages published for a device.

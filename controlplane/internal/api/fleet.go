@@ -2,14 +2,18 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
+	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
 // defaultTokenTTL is how long an enrollment token lives unless asked.
@@ -52,6 +56,9 @@ type enrollRequest struct {
 	DeviceID     string `json:"device_id"`
 	AgentVersion string `json:"agent_version"`
 	Profile      string `json:"profile"`
+	// Optional: the device's initial labels and group.
+	Labels map[string]string `json:"labels"`
+	Group  string            `json:"group"`
 }
 
 // enrollment is what a device keeps: its identity, where to connect, and
@@ -73,6 +80,7 @@ func (s *server) enroll(c *gin.Context) {
 	}
 	cred, err := s.Fleet.Enroll(c.Request.Context(), fleet.EnrollRequest{
 		Token: req.Token, DeviceID: req.DeviceID, AgentVersion: req.AgentVersion, Profile: req.Profile,
+		Labels: req.Labels, Group: req.Group,
 	})
 	if err != nil {
 		s.fail(c, err)
@@ -92,8 +100,15 @@ func (s *server) enroll(c *gin.Context) {
 	})
 }
 
+// listDevices lists the enrolled devices, or those that match the query's
+// label selector (?selector=k=v,k2=v2) and group (?group=g).
 func (s *server) listDevices(c *gin.Context) {
-	devs, err := s.Fleet.List(c.Request.Context())
+	labels, err := fleet.ParseSelector(c.Query("selector"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	devs, err := s.Fleet.ListMatching(c.Request.Context(), fleet.Selector{Labels: labels, Group: c.Query("group")})
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -106,6 +121,41 @@ func (s *server) listDevices(c *gin.Context) {
 
 func (s *server) getDevice(c *gin.Context) {
 	d, err := s.Fleet.Get(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, d)
+}
+
+// patchDeviceRequest is a JSON merge patch (RFC 7396) of a device's
+// labels and group: a label set to null is removed, one not named is
+// kept; "group" absent keeps the group, null or "" clears it.
+type patchDeviceRequest struct {
+	Labels map[string]*string `json:"labels"`
+	// Group is raw to tell absent (keep) from null (clear).
+	Group json.RawMessage `json:"group"`
+}
+
+func (s *server) patchDevice(c *gin.Context) {
+	var req patchDeviceRequest
+	if err := decodeJSON(c, &req, false); err != nil {
+		s.fail(c, err)
+		return
+	}
+	var group *string
+	if len(req.Group) > 0 {
+		g := ""
+		if string(req.Group) != "null" {
+			if err := json.Unmarshal(req.Group, &g); err != nil {
+				s.fail(c, errInvalid(`"group" is %.40s, not a string; give a group name, or null or "" to take the device out of its group`, req.Group))
+				return
+			}
+		}
+		group = &g
+	}
+	// A label change completes even if the client goes away.
+	d, err := s.Fleet.SetLabels(context.WithoutCancel(c.Request.Context()), c.Param("id"), req.Labels, group)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -169,6 +219,10 @@ func (s *server) deploy(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if err := s.notInRollout(req.Model, targets); err != nil {
+		s.fail(c, err)
+		return
+	}
 	// From here on the deployment is a change of state: it completes even if
 	// the client goes away.
 	ctx = context.WithoutCancel(ctx)
@@ -192,6 +246,30 @@ func (s *server) deploy(c *gin.Context) {
 		resp.Devices = append(resp.Devices, deployedTo{ID: r.ID, Generation: r.Generation})
 	}
 	c.JSON(http.StatusOK, resp)
+}
+
+// notInRollout refuses a direct deployment to devices that a running or
+// paused rollout of the model holds: the two would fight over them.
+func (s *server) notInRollout(model string, targets []string) error {
+	if s.Rollouts == nil {
+		return nil
+	}
+	held, err := s.Rollouts.Locked(model, targets)
+	if err != nil {
+		return err
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	byRollout := map[string][]string{}
+	for dev, id := range held {
+		byRollout[id] = append(byRollout[id], dev)
+	}
+	ids := slices.Sorted(maps.Keys(byRollout))
+	devs := byRollout[ids[0]]
+	slices.Sort(devs)
+	return shoalerr.E(shoalerr.Conflict, "api.deploy", "%d device(s) (%s) are in rollout %s of model %s; pause and abort it, or roll out this version instead (shoal rollout create --supersede)",
+		len(held), strings.Join(devs[:min(3, len(devs))], ", "), strings.Join(ids, ", "), model)
 }
 
 // targets returns the devices a deployment goes to: the listed ones, each

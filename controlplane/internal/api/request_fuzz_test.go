@@ -101,6 +101,7 @@ func fuzzDecodeJSONSeeds() []fuzzcorpus.Seed {
 	}
 	return []fuzzcorpus.Seed{
 		seed("enroll", true, 0, `{"token":"3q2-7w","device_id":"pump-7","agent_version":"0.3.0","profile":"raspberry-pi-4"}`),
+		seed("enroll-labels", true, 0, `{"token":"3q2-7w","device_id":"pump-7","labels":{"env":"prod","site":"north"},"group":"canary"}`),
 		seed("deploy", true, 1, `{"model":"summer","version":"1","devices":["a","pump-7"],"rollback":false,"profile":"","ttl":"720h"}`),
 		seed("deploy-all-devices", true, 1, `{"model":"summer","version":"2"}`),
 		seed("token-empty-body", true, 2, ``),

@@ -38,7 +38,8 @@ const MaxDesiredStateBytes = 8<<20 - 64<<10
 // device's change atomic on its own.
 var desiredChunk = 500
 
-// DesiredResult is the new desired-state generation of one device.
+// DesiredResult is the desired-state generation of one device after a
+// change: the new one, or the current one if the device needed no change.
 type DesiredResult struct {
 	ID         string `json:"id"`
 	Generation uint64 `json:"generation"`
@@ -48,15 +49,21 @@ type DesiredResult struct {
 // DeploymentManifest of modelName) part of the desired state of each device
 // in deviceIDs, or of every enrolled device if deviceIDs is empty. Each
 // device's generation is bumped and its DesiredState stored, then
-// published retained on its desired topic. Devices are handled in id
-// order, in chunks of a few hundred, each chunk stored in one transaction
-// and then published.
+// published retained on its desired topic. A device whose desired state
+// already holds exactly this envelope for modelName is left alone: no new
+// generation, nothing stored or published, so that a deployment repeated
+// (by an operator, or a rollout re-applying a wave) costs the devices
+// nothing. Devices are handled in id order, in chunks of a few hundred,
+// each chunk stored in one transaction and then published.
+//
+// The results list every target device, by id, with its generation: the
+// new one, or the current one of a device left alone.
 //
 // Errors: Invalid (model name, envelope), NotFound (a device is not
 // enrolled; nothing is changed), TooLarge (a device's desired state would
 // not fit one MQTT message), Unavailable (stored, but publishing failed
 // for some devices; Republish sends them again). Results are returned with
-// an error for the devices that were changed before it.
+// an error for the devices that were handled before it.
 func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []byte, deviceIDs []string) ([]DesiredResult, error) {
 	const op = "fleet.SetDesired"
 	if err := ctx.Err(); err != nil {
@@ -82,12 +89,15 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 	s.desiredMu.Lock()
 	defer s.desiredMu.Unlock()
 
-	ids, err := s.targets(deviceIDs)
+	ids, err := s.targets(op, deviceIDs, "nothing was deployed")
 	if err != nil {
 		return nil, err
 	}
-	results, err := s.applyDesired(ctx, op, ids, map[string][]byte{envHex: envelope}, fmt.Sprintf("with model %q", modelName),
+	results, changed, err := s.applyDesired(ctx, op, ids, map[string][]byte{envHex: envelope}, fmt.Sprintf("with model %q", modelName),
 		func(rec *deviceRecord) bool {
+			if cur, ok := rec.Desired[modelName]; ok && cur == want {
+				return false
+			}
 			if rec.Desired == nil {
 				rec.Desired = map[string]desiredModel{}
 			}
@@ -97,25 +107,81 @@ func (s *Service) SetDesired(ctx context.Context, modelName string, envelope []b
 	if err != nil {
 		return results, err
 	}
-	s.log.Debug("desired state set", "model", modelName, "version", want.Version, "devices", len(results))
+	s.log.Debug("desired state set", "model", modelName, "version", want.Version, "devices", len(results), "changed", changed)
+	return results, nil
+}
+
+// ClearDesired removes modelName from the desired state of each device in
+// deviceIDs, or of every enrolled device if deviceIDs is empty: the agent
+// then stops serving it. Each device that had it gets a new generation,
+// its DesiredState stored and then published retained, as SetDesired
+// does; a device without it is left alone. Manifest envelopes no device
+// uses any more are then deleted.
+//
+// The results list every target device, by id, with its generation: the
+// new one, or the current one of a device left alone.
+//
+// Errors: Invalid (model name), NotFound (a device is not enrolled;
+// nothing is changed), Unavailable (stored, but publishing failed for some
+// devices; Republish sends them again). Results are returned with an
+// error for the devices that were handled before it.
+func (s *Service) ClearDesired(ctx context.Context, modelName string, deviceIDs []string) ([]DesiredResult, error) {
+	const op = "fleet.ClearDesired"
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := validateName(modelName); err != nil {
+		return nil, shoalerr.Wrap(err, shoalerr.Invalid, op, "cannot remove a model")
+	}
+
+	s.desiredMu.Lock()
+	defer s.desiredMu.Unlock()
+
+	ids, err := s.targets(op, deviceIDs, "nothing was removed")
+	if err != nil {
+		return nil, err
+	}
+	results, changed, err := s.applyDesired(ctx, op, ids, nil, fmt.Sprintf("without model %q", modelName),
+		func(rec *deviceRecord) bool {
+			if _, ok := rec.Desired[modelName]; !ok {
+				return false
+			}
+			delete(rec.Desired, modelName)
+			return true
+		})
+	if changed > 0 {
+		if err := store.Retry(s.st, storeAttempts, deleteUnusedEnvelopes); err != nil {
+			// Garbage left behind costs disk, not correctness.
+			s.log.Warn("cannot delete unused manifest envelopes", "error", err)
+		}
+	}
+	if err != nil {
+		return results, err
+	}
+	s.log.Debug("desired state cleared", "model", modelName, "devices", len(results), "changed", changed)
 	return results, nil
 }
 
 // applyDesired changes the desired state of the devices ids (sorted, each
 // enrolled) with edit, persisting before publishing: in chunks of
 // desiredChunk devices, each chunk stored in one transaction and then
-// published. A device that edit changes gets its generation bumped, its
-// DesiredState stored and then published retained; one that edit leaves
-// alone (edit returns false) is neither stored nor published. envs holds the
-// envelopes, by hex SHA-256, that edit may point devices at; each one a
-// changed device uses is stored with it. what says what was changed, for
-// the error about a desired state too large to publish. The caller holds
+// published. A device that edit changes (edit returns true) gets its
+// generation bumped, its DesiredState stored and then published retained;
+// one that edit leaves alone (edit returns false, and must then not have
+// changed rec) is neither stored nor published. envs holds the envelopes,
+// by hex SHA-256, that edit may point devices at; each one a changed
+// device uses is stored with it. what says what was changed, for the
+// error about a desired state too large to publish. The caller holds
 // desiredMu.
 //
+// It returns a result for every device handled, changed or not, with its
+// generation (new, or current), and how many of them were changed.
+//
 // Errors as SetDesired's, under op. Results are returned with an error for
-// the devices that were changed before it, or nil if none were.
-func (s *Service) applyDesired(ctx context.Context, op string, ids []string, envs map[string][]byte, what string, edit func(rec *deviceRecord) bool) ([]DesiredResult, error) {
+// the devices that were handled before it, or nil if none were.
+func (s *Service) applyDesired(ctx context.Context, op string, ids []string, envs map[string][]byte, what string, edit func(rec *deviceRecord) bool) ([]DesiredResult, int, error) {
 	results := make([]DesiredResult, 0, len(ids))
+	changed := 0
 	var pub publishFailures
 	for start := 0; start < len(ids); start += desiredChunk {
 		chunk := ids[start:min(start+desiredChunk, len(ids))]
@@ -126,6 +192,9 @@ func (s *Service) applyDesired(ctx context.Context, op string, ids []string, env
 			err = store.Retry(s.st, storeAttempts, func(tx store.Tx) error {
 				res, msgs = res[:0], msgs[:0]
 				cache := envelopeCache{tx: tx, m: maps.Clone(envs)}
+				if cache.m == nil {
+					cache.m = map[string][]byte{}
+				}
 				stored := map[string]bool{}
 				issued := s.now().UnixMilli()
 				for _, id := range chunk {
@@ -138,6 +207,7 @@ func (s *Service) applyDesired(ctx context.Context, op string, ids []string, env
 						return shoalerr.E(shoalerr.NotFound, op, "device %q is not enrolled", id)
 					}
 					if !edit(&rec) {
+						res = append(res, DesiredResult{ID: id, Generation: rec.Generation})
 						continue
 					}
 					rec.Generation++
@@ -172,23 +242,25 @@ func (s *Service) applyDesired(ctx context.Context, op string, ids []string, env
 				err = shoalerr.Wrap(err, shoalerr.Internal, op, "store desired state")
 			}
 			if len(results) == 0 {
-				return nil, err
+				return nil, 0, err
 			}
-			return results, errors.Join(err, pub.err(op, len(results)))
+			return results, changed, errors.Join(err, pub.err(op, changed))
 		}
 		results = append(results, res...)
+		changed += len(msgs)
 		s.publish(msgs, &pub)
 	}
-	if err := pub.err(op, len(results)); err != nil {
-		return results, err
+	if err := pub.err(op, changed); err != nil {
+		return results, changed, err
 	}
-	return results, nil
+	return results, changed, nil
 }
 
-// targets returns the devices a deployment goes to, sorted and without
-// duplicates, checking that every one is enrolled.
-func (s *Service) targets(ids []string) ([]string, error) {
-	const op = "fleet.SetDesired"
+// targets returns the devices a change of desired state goes to, sorted
+// and without duplicates, checking that every one is enrolled; ids empty
+// means every enrolled device. nothing says, for the error, that the
+// change was not made.
+func (s *Service) targets(op string, ids []string, nothing string) ([]string, error) {
 	var out []string
 	var missing []string
 	err := s.st.View(func(tx store.Tx) error {
@@ -219,9 +291,9 @@ func (s *Service) targets(ids []string) ([]string, error) {
 	}
 	switch {
 	case len(missing) == 1:
-		return nil, shoalerr.E(shoalerr.NotFound, op, "device %q is not enrolled; nothing was deployed", missing[0])
+		return nil, shoalerr.E(shoalerr.NotFound, op, "device %q is not enrolled; %s", missing[0], nothing)
 	case len(missing) > 1:
-		return nil, shoalerr.E(shoalerr.NotFound, op, "%d devices are not enrolled (%s); nothing was deployed", len(missing), listSome(missing))
+		return nil, shoalerr.E(shoalerr.NotFound, op, "%d devices are not enrolled (%s); %s", len(missing), listSome(missing), nothing)
 	}
 	return out, nil
 }

@@ -207,7 +207,8 @@ func TestDeviceJSONShape(t *testing.T) {
 		t.Errorf("fresh device = %+v", d)
 	}
 	b, _ := json.Marshal(d)
-	if !strings.Contains(string(b), `"last_seen":null`) || !strings.Contains(string(b), `"models":[]`) {
+	if !strings.Contains(string(b), `"last_seen":null`) || !strings.Contains(string(b), `"models":[]`) ||
+		!strings.Contains(string(b), `"labels":{}`) || !strings.Contains(string(b), `"group":""`) {
 		t.Errorf("fresh device JSON = %s", b)
 	}
 	if _, err := e.svc.SetDesired(ctx, "m1", envelope(t, "m1", "1"), nil); err != nil {
@@ -217,7 +218,7 @@ func TestDeviceJSONShape(t *testing.T) {
 	b, _ = json.Marshal(d)
 	var top map[string]json.RawMessage
 	json.Unmarshal(b, &top)
-	want := []string{"id", "online", "last_seen", "enrolled_at", "agent_version", "profile", "phase", "error", "desired_generation", "applied_generation", "models"}
+	want := []string{"id", "online", "last_seen", "enrolled_at", "agent_version", "profile", "labels", "group", "phase", "error", "desired_generation", "applied_generation", "models"}
 	if len(top) != len(want) {
 		t.Errorf("Device JSON has %d keys; want %d: %s", len(top), len(want), b)
 	}
@@ -228,7 +229,7 @@ func TestDeviceJSONShape(t *testing.T) {
 	}
 	var models []map[string]json.RawMessage
 	json.Unmarshal(top["models"], &models)
-	mkeys := []string{"name", "active_version", "previous_version", "desired_version", "phase", "error"}
+	mkeys := []string{"name", "active_version", "previous_version", "desired_version", "target_version", "phase", "error", "healthy", "active_since"}
 	if len(models) != 1 || len(models[0]) != len(mkeys) {
 		t.Fatalf("models JSON = %s", top["models"])
 	}
@@ -236,6 +237,9 @@ func TestDeviceJSONShape(t *testing.T) {
 		if _, ok := models[0][k]; !ok {
 			t.Errorf("model JSON lacks %q", k)
 		}
+	}
+	if string(models[0]["active_since"]) != "null" || string(models[0]["healthy"]) != "false" {
+		t.Errorf("model not yet reported = %s; want active_since null, healthy false", top["models"])
 	}
 
 	_, err = e.svc.Get(ctx, "nobody")
@@ -309,4 +313,188 @@ func (f *flakyStore) Update(fn func(store.Tx) error) error {
 		return errBoom
 	}
 	return f.Store.Update(fn)
+}
+
+// rawDevice returns a device's stored record, as bytes.
+func (e *env) rawDevice(t *testing.T, id string) []byte {
+	t.Helper()
+	var b []byte
+	err := e.st.View(func(tx store.Tx) error {
+		var err error
+		b, err = tx.Get(deviceKey(id))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestSetDesiredSameEnvelope: deploying the envelope a device already has
+// for the model leaves that device alone (no generation, no store write,
+// no publish) and lists it with its current generation; the others change.
+func TestSetDesiredSameEnvelope(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"a", "b", "c"} {
+		e.enroll(t, id)
+	}
+	v1 := envelope(t, "m1", "1")
+	if _, err := e.svc.SetDesired(ctx, "m1", v1, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SetDesired(ctx, "m0", envelope(t, "m0", "1"), []string{"b"}); err != nil {
+		t.Fatal(err)
+	}
+	storedA := e.rawDevice(t, "a")
+	published := len(e.pub.all())
+
+	e.clk.Advance(time.Minute)
+	res, err := e.svc.SetDesired(ctx, "m1", v1, []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(res) != "[{a 1} {b 2} {c 1}]" {
+		t.Fatalf("results = %v; want a left at 1, b and c bumped", res)
+	}
+	if got := e.publishedTo(published); fmt.Sprint(got) != "[b c]" {
+		t.Errorf("published to %v; want [b c]", got)
+	}
+	if !bytes.Equal(e.rawDevice(t, "a"), storedA) {
+		t.Error("the stored record of a changed, though its desired state did not")
+	}
+
+	// Again, to every device: nothing to do anywhere.
+	published = len(e.pub.all())
+	res, err = e.svc.SetDesired(ctx, "m1", v1, nil)
+	if err != nil || fmt.Sprint(res) != "[{a 1} {b 2} {c 1}]" {
+		t.Fatalf("repeated deployment = %v, %v; want the current generations", res, err)
+	}
+	if n := len(e.pub.all()) - published; n != 0 {
+		t.Errorf("%d publishes for a deployment that changes nothing", n)
+	}
+
+	// Another envelope of the same version (say, signed again) is a change.
+	res, err = e.svc.SetDesired(ctx, "m1", envelope(t, "m1", "1"), []string{"a"})
+	if err != nil || fmt.Sprint(res) != "[{a 2}]" {
+		t.Fatalf("new envelope of the same version = %v, %v; want a bumped to 2", res, err)
+	}
+}
+
+// TestClearDesired: the model leaves the desired state of the devices that
+// had it (new generation, stored, then published with what remains), the
+// others are listed but untouched, and the envelope no device uses any more
+// is deleted.
+func TestClearDesired(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		e.enroll(t, id)
+	}
+	m1, m0 := envelope(t, "m1", "1"), envelope(t, "m0", "1")
+	for _, dep := range []struct {
+		model string
+		env   []byte
+		ids   []string
+	}{
+		{"m1", m1, []string{"a", "b"}},
+		{"m0", m0, []string{"a"}},
+	} {
+		if _, err := e.svc.SetDesired(ctx, dep.model, dep.env, dep.ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.pub.before = func(topic string, payload []byte) {
+		id, _, _ := scheme.Parse(topic)
+		var ds shoalv1.DesiredState
+		proto.Unmarshal(payload, &ds)
+		d, err := e.svc.Get(ctx, id)
+		if err != nil || d.DesiredGeneration != ds.GetGeneration() {
+			t.Errorf("published generation %d of %s before storing it (stored: %d, %v)", ds.GetGeneration(), id, d.DesiredGeneration, err)
+		}
+	}
+
+	// Refusals change nothing.
+	published := len(e.pub.all())
+	_, err := e.svc.ClearDesired(ctx, "m1", []string{"a", "zz"})
+	wantCode(t, err, shoalerr.NotFound, `"zz" is not enrolled; nothing was removed`)
+	_, err = e.svc.ClearDesired(ctx, "m 1", []string{"a"})
+	wantCode(t, err, shoalerr.Invalid, "model name")
+	if n := len(e.pub.all()) - published; n != 0 {
+		t.Errorf("%d publishes after refused calls", n)
+	}
+
+	res, err := e.svc.ClearDesired(ctx, "m1", []string{"c", "b", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(res) != "[{a 3} {b 2} {c 0}]" {
+		t.Fatalf("results = %v; want a and b bumped, c at 0", res)
+	}
+	if got := e.publishedTo(published); fmt.Sprint(got) != "[a b]" {
+		t.Errorf("published to %v; want [a b]", got)
+	}
+	if ds := desiredOf(t, e.pub, "a"); ds.GetGeneration() != 3 || len(ds.GetDeployments()) != 1 || !bytes.Equal(ds.GetDeployments()[0], m0) {
+		t.Errorf("desired state of a = %v; want generation 3 with m0 only", ds)
+	}
+	if ds := desiredOf(t, e.pub, "b"); ds.GetGeneration() != 2 || len(ds.GetDeployments()) != 0 {
+		t.Errorf("desired state of b = %v; want generation 2 with no deployments", ds)
+	}
+	if d, _ := e.svc.Get(ctx, "a"); len(d.Models) != 1 || d.Models[0].Name != "m0" {
+		t.Errorf("models of a = %+v; want m0 only", d.Models)
+	}
+	if n := e.countEnvelopes(t); n != 1 {
+		t.Errorf("%d envelopes stored; want 1 (m0's; m1's is used by no device)", n)
+	}
+
+	// An envelope still used elsewhere is kept; clearing every device.
+	if _, err := e.svc.SetDesired(ctx, "m1", m1, []string{"c", "d"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.ClearDesired(ctx, "m1", []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.countEnvelopes(t); n != 2 {
+		t.Errorf("%d envelopes stored; want 2 (d still uses m1's)", n)
+	}
+	published = len(e.pub.all())
+	res, err = e.svc.ClearDesired(ctx, "m1", nil)
+	if err != nil || fmt.Sprint(res) != "[{a 3} {b 2} {c 2} {d 2}]" {
+		t.Fatalf("clear everywhere = %v, %v", res, err)
+	}
+	if got := e.publishedTo(published); fmt.Sprint(got) != "[d]" {
+		t.Errorf("published to %v; want [d] (the only device with m1)", got)
+	}
+	if n := e.countEnvelopes(t); n != 1 {
+		t.Errorf("%d envelopes stored; want 1", n)
+	}
+
+	// Survives a restart, and Republish sends what is stored.
+	e.reopen(t)
+	if err := e.svc.Republish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ds := desiredOf(t, e.pub, "d"); ds.GetGeneration() != 2 || len(ds.GetDeployments()) != 0 {
+		t.Errorf("republished desired state of d = %v", ds)
+	}
+}
+
+// TestClearDesiredPublishFailure: stored for all, not published to one:
+// Unavailable naming it, with every device in the results.
+func TestClearDesiredPublishFailure(t *testing.T) {
+	e := newEnv(t)
+	e.enroll(t, "a")
+	e.enroll(t, "b")
+	if _, err := e.svc.SetDesired(ctx, "m1", envelope(t, "m1", "1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	e.pub.fail = func(topic string) error {
+		if strings.Contains(topic, "/d/b/") {
+			return errBoom
+		}
+		return nil
+	}
+	res, err := e.svc.ClearDesired(ctx, "m1", nil)
+	wantCode(t, err, shoalerr.Unavailable, "not published to 1 of them (b)")
+	if fmt.Sprint(res) != "[{a 2} {b 2}]" {
+		t.Errorf("results = %v; want both (both stored)", res)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -24,6 +25,10 @@ type Device struct {
 	EnrolledAt   time.Time  `json:"enrolled_at"`
 	AgentVersion string     `json:"agent_version"`
 	Profile      string     `json:"profile"`
+	// Labels and Group are the operator's (SetLabels); Labels is never
+	// nil, so that it is {} in JSON.
+	Labels map[string]string `json:"labels"`
+	Group  string            `json:"group"`
 	// Phase is PhaseName of the device's reported phase; "unknown" before
 	// its first report.
 	Phase             string       `json:"phase"`
@@ -40,8 +45,17 @@ type ModelState struct {
 	ActiveVersion   string `json:"active_version"`
 	PreviousVersion string `json:"previous_version"`
 	DesiredVersion  string `json:"desired_version"`
-	Phase           string `json:"phase"`
-	Error           string `json:"error"`
+	// TargetVersion is the version the device reports working towards
+	// (its ModelStatus.desired): DesiredVersion once the device has
+	// received it.
+	TargetVersion string `json:"target_version"`
+	Phase         string `json:"phase"`
+	Error         string `json:"error"`
+	// Healthy: the active version has passed its manifest's health check.
+	Healthy bool `json:"healthy"`
+	// ActiveSince is when the active version started serving in the
+	// agent's current process; null if the device did not say.
+	ActiveSince *time.Time `json:"active_since"`
 }
 
 // PhaseName is the API's name of a phase: the lower-case enum name without
@@ -56,6 +70,19 @@ func PhaseName(p shoalv1.Phase) string {
 
 // List returns every enrolled device, by id.
 func (s *Service) List(ctx context.Context) ([]Device, error) {
+	return s.list(ctx, "fleet.List", Selector{})
+}
+
+// ListMatching returns the enrolled devices sel matches, by id. Errors:
+// Invalid (a malformed label or group in sel).
+func (s *Service) ListMatching(ctx context.Context, sel Selector) ([]Device, error) {
+	if err := CheckSelector(sel); err != nil {
+		return nil, err
+	}
+	return s.list(ctx, "fleet.ListMatching", sel)
+}
+
+func (s *Service) list(ctx context.Context, op string, sel Selector) ([]Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -66,6 +93,9 @@ func (s *Service) List(ctx context.Context) ([]Device, error) {
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode %s: %w", k, err)
 			}
+			if !sel.matches(rec.Labels, rec.Group) {
+				return nil
+			}
 			var st stateRecord
 			if _, err := store.GetJSON(tx, stateKey(rec.ID), &st); err != nil {
 				return err
@@ -75,7 +105,44 @@ func (s *Service) List(ctx context.Context) ([]Device, error) {
 		})
 	})
 	if err != nil {
-		return nil, shoalerr.Wrap(err, shoalerr.Internal, "fleet.List", "read devices")
+		return nil, shoalerr.Wrap(err, shoalerr.Internal, op, "read devices")
+	}
+	return out, nil
+}
+
+// Devices returns the enrolled devices among ids, by id, read in one
+// transaction; ids that are not enrolled (or not valid device ids) are
+// absent from the map. It is for callers that follow a subset of a large
+// fleet, where List would read every device.
+func (s *Service) Devices(ctx context.Context, ids []string) (map[string]Device, error) {
+	const op = "fleet.Devices"
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[string]Device, len(ids))
+	err := s.st.View(func(tx store.Tx) error {
+		for _, id := range ids {
+			if _, done := out[id]; done || topics.ValidateDeviceID(id) != nil {
+				continue
+			}
+			var rec deviceRecord
+			found, err := store.GetJSON(tx, deviceKey(id), &rec)
+			if err != nil {
+				return err
+			}
+			if !found {
+				continue
+			}
+			var st stateRecord
+			if _, err := store.GetJSON(tx, stateKey(id), &st); err != nil {
+				return err
+			}
+			out[id] = s.view(rec, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, shoalerr.Wrap(err, shoalerr.Internal, op, "read %d devices", len(ids))
 	}
 	return out, nil
 }
@@ -118,9 +185,14 @@ func (s *Service) view(rec deviceRecord, st stateRecord) Device {
 		EnrolledAt:        rec.EnrolledAt,
 		AgentVersion:      rec.AgentVersion,
 		Profile:           rec.Profile,
+		Labels:            maps.Clone(rec.Labels),
+		Group:             rec.Group,
 		Phase:             "unknown",
 		DesiredGeneration: rec.Generation,
 		Models:            []ModelState{},
+	}
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
 	}
 	last := st.LastSeen
 	if t := s.lastActive(rec.ID); t.After(last) {
@@ -163,8 +235,14 @@ func (s *Service) view(rec deviceRecord, st stateRecord) Device {
 			m := slot(ms.GetName())
 			m.ActiveVersion = ms.GetActive().GetVersion()
 			m.PreviousVersion = ms.GetPrevious().GetVersion()
+			m.TargetVersion = ms.GetDesired().GetVersion()
 			m.Phase = PhaseName(ms.GetPhase())
 			m.Error = ms.GetError()
+			m.Healthy = ms.GetHealthy()
+			if since := ms.GetActiveSinceUnixMs(); since > 0 {
+				t := time.UnixMilli(since).UTC()
+				m.ActiveSince = &t
+			}
 		}
 	}
 	for _, m := range models {

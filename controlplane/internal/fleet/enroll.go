@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -32,8 +33,9 @@ const (
 // 43 characters.
 const maxSecretLen = 256
 
-// maxLabelLen bounds the agent version and profile given at enrollment.
-const maxLabelLen = 128
+// maxEnrollFieldLen bounds the agent version and profile given at
+// enrollment.
+const maxEnrollFieldLen = 128
 
 // Token is a one-time enrollment token. Only its hash is stored: the token
 // itself is shown once, to whoever asked for it.
@@ -48,6 +50,10 @@ type EnrollRequest struct {
 	DeviceID     string
 	AgentVersion string
 	Profile      string
+	// Labels and Group are the device's initial labels and group (both
+	// optional), as SetLabels would set them.
+	Labels map[string]string
+	Group  string
 }
 
 // Credentials are a device's MQTT credentials, issued once at enrollment.
@@ -119,8 +125,9 @@ func pruneTokens(tx store.Tx, now time.Time) error {
 }
 
 // Enroll consumes a token and creates the device, returning its MQTT
-// credentials. Errors: Invalid (device id), Unauthorized (token unknown,
-// used or expired), Conflict (device id already enrolled).
+// credentials. Errors: Invalid (device id, labels, group, or agent version
+// or profile too long), Unauthorized (token unknown, used or expired),
+// Conflict (device id already enrolled).
 func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (Credentials, error) {
 	const op = "fleet.Enroll"
 	if err := ctx.Err(); err != nil {
@@ -130,9 +137,21 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (Credentials, e
 		return Credentials{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "cannot enroll")
 	}
 	for _, l := range []struct{ name, v string }{{"agent version", req.AgentVersion}, {"profile", req.Profile}} {
-		if len(l.v) > maxLabelLen {
-			return Credentials{}, shoalerr.E(shoalerr.Invalid, op, "%s is %d characters; at most %d are allowed", l.name, len(l.v), maxLabelLen)
+		if len(l.v) > maxEnrollFieldLen {
+			return Credentials{}, shoalerr.E(shoalerr.Invalid, op, "%s is %d characters; at most %d are allowed", l.name, len(l.v), maxEnrollFieldLen)
 		}
+	}
+	if err := checkLabels(req.Labels); err != nil {
+		return Credentials{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "cannot enroll %q", req.DeviceID)
+	}
+	if req.Group != "" {
+		if err := checkGroup(req.Group); err != nil {
+			return Credentials{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "cannot enroll %q", req.DeviceID)
+		}
+	}
+	var labels map[string]string
+	if len(req.Labels) > 0 {
+		labels = maps.Clone(req.Labels)
 	}
 	tok := strings.TrimSpace(req.Token)
 	if tok == "" {
@@ -181,6 +200,8 @@ func (s *Service) Enroll(ctx context.Context, req EnrollRequest) (Credentials, e
 			PasswordSHA256: pwHash[:],
 			AgentVersion:   req.AgentVersion,
 			Profile:        req.Profile,
+			Labels:         labels,
+			Group:          req.Group,
 		})
 	})
 	if err != nil {

@@ -196,3 +196,28 @@ func TestIngestRandomBytesNeverPanics(t *testing.T) {
 		t.Errorf("%d log lines for %d bad messages from one device; want at most one per reason", got, 2*n)
 	}
 }
+
+// TestModelHealthAndActiveSince: the view shows what the device says of
+// its active version's health, since when it serves, and which version it
+// is working towards.
+func TestModelHealthAndActiveSince(t *testing.T) {
+	e := newEnv(t)
+	e.enroll(t, "a")
+	since := time.Date(2030, 1, 2, 3, 0, 0, 123e6, time.UTC)
+	rep := reported("a", 1)
+	rep.Models[0].Healthy = true
+	rep.Models[0].ActiveSinceUnixMs = since.UnixMilli()
+	rep.Models[1].Desired = &shoalv1.ModelRef{Name: "m9", Version: "4"}
+	e.svc.HandleReported(scheme.Device("a", topics.Reported), marshal(t, rep))
+	d, err := e.svc.Get(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, m9 := d.Models[0], d.Models[1]
+	if !m1.Healthy || m1.ActiveSince == nil || !m1.ActiveSince.Equal(since) || m1.ActiveSince.Location() != time.UTC {
+		t.Errorf("m1 = %+v; want healthy, active since %v", m1, since)
+	}
+	if m9.Healthy || m9.ActiveSince != nil || m9.TargetVersion != "4" || m1.TargetVersion != "" {
+		t.Errorf("m9 = %+v; want not healthy, no active_since, target version 4 (m1: %q, none)", m9, m1.TargetVersion)
+	}
+}

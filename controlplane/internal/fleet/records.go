@@ -17,6 +17,10 @@ type deviceRecord struct {
 	PasswordSHA256 []byte    `json:"password_sha256"`
 	AgentVersion   string    `json:"agent_version,omitempty"` // as given at enrollment
 	Profile        string    `json:"profile,omitempty"`       // as given at enrollment
+	// Labels and Group are the operator's, for selecting devices (set at
+	// enrollment or by SetLabels); checked by checkLabels and checkGroup.
+	Labels map[string]string `json:"labels,omitempty"`
+	Group  string            `json:"group,omitempty"`
 	// Generation counts changes to the desired state; 0 = none yet.
 	Generation     uint64                  `json:"generation"`
 	IssuedAtUnixMs int64                   `json:"issued_at_unix_ms,omitempty"`

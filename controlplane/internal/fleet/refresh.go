@@ -82,7 +82,7 @@ func (s *Service) Refresh(ctx context.Context, expiringBefore time.Time, reissue
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 
-	results, err := s.applyDesired(ctx, op, ids, envs, "with re-signed manifests", func(rec *deviceRecord) bool {
+	_, changed, err := s.applyDesired(ctx, op, ids, envs, "with re-signed manifests", func(rec *deviceRecord) bool {
 		changed := false
 		for name, dm := range rec.Desired {
 			if sum, ok := replaced[dm.EnvelopeSHA256]; ok {
@@ -93,8 +93,8 @@ func (s *Service) Refresh(ctx context.Context, expiringBefore time.Time, reissue
 		}
 		return changed
 	})
-	res := RefreshResult{Envelopes: len(replaced), Devices: len(results)}
-	if len(results) > 0 {
+	res := RefreshResult{Envelopes: len(replaced), Devices: changed}
+	if changed > 0 {
 		if err := store.Retry(s.st, storeAttempts, deleteUnusedEnvelopes); err != nil {
 			// Garbage left behind costs disk, not correctness.
 			s.log.Warn("cannot delete replaced manifest envelopes", "error", err)

@@ -323,7 +323,8 @@ func TestRefreshFailures(t *testing.T) {
 
 // TestApplyDesiredSkipsUnchanged: a device the edit leaves alone is
 // neither stored with a new generation nor published, whatever the caller
-// passed in.
+// passed in; it is still listed, with its current generation, but not
+// counted as changed.
 func TestApplyDesiredSkipsUnchanged(t *testing.T) {
 	e := newEnv(t)
 	e.enroll(t, "a")
@@ -331,7 +332,7 @@ func TestApplyDesiredSkipsUnchanged(t *testing.T) {
 	env := envelope(t, "m1", "1")
 	sum := sha256.Sum256(env)
 	e.svc.desiredMu.Lock()
-	res, err := e.svc.applyDesired(ctx, "test", []string{"a", "b"}, map[string][]byte{hex.EncodeToString(sum[:]): env}, "",
+	res, changed, err := e.svc.applyDesired(ctx, "test", []string{"a", "b"}, map[string][]byte{hex.EncodeToString(sum[:]): env}, "",
 		func(rec *deviceRecord) bool {
 			if rec.ID != "a" {
 				return false
@@ -340,8 +341,8 @@ func TestApplyDesiredSkipsUnchanged(t *testing.T) {
 			return true
 		})
 	e.svc.desiredMu.Unlock()
-	if err != nil || fmt.Sprint(res) != "[{a 1}]" {
-		t.Fatalf("results = %v, %v; want a only", res, err)
+	if err != nil || fmt.Sprint(res) != "[{a 1} {b 0}]" || changed != 1 {
+		t.Fatalf("results = %v, %d changed, %v; want a at 1 (changed), b at 0", res, changed, err)
 	}
 	if got := e.publishedTo(0); fmt.Sprint(got) != "[a]" {
 		t.Errorf("published to %v; want [a]", got)

@@ -1,12 +1,13 @@
 // Package fleet holds the control plane's devices: one-time enrollment
 // tokens, per-device MQTT credentials, each device's desired state (which
-// it publishes, retained, as a DesiredState) and what devices report about
-// themselves (reported state, online status).
+// it publishes, retained, as a DesiredState), the operator's labels and
+// group of each device (for selecting devices) and what devices report
+// about themselves (reported state, online status).
 //
 // Everything is kept in a store.Store under the "fleet/" key prefix:
 //
 //	fleet/token/{sha256 of token, hex}    tokenRecord (JSON)
-//	fleet/device/{id}                     deviceRecord (JSON): credential hash, desired state
+//	fleet/device/{id}                     deviceRecord (JSON): credential hash, labels, desired state
 //	fleet/state/{id}                      stateRecord (JSON): last reported state and status
 //	fleet/envelope/{sha256, hex}          a signed manifest envelope, shared by every device it targets
 //
@@ -40,7 +41,9 @@ type Service struct {
 
 	// desiredMu serialises desired-state changes from persisting to
 	// publishing, so that a device's retained message is always its
-	// latest generation.
+	// latest generation. Label changes (SetLabels) take it too: they
+	// rewrite the same records, and a deployment should not fail on a
+	// write conflict with an operator's labelling.
 	desiredMu sync.Mutex
 
 	stats ingestCounters

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoalfleet/shoal/controlplane/client"
+)
+
+func newRolloutCmd(o *rootOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "Staged rollouts: canary and waves gated on device health, with pause, promote and rollback",
+	}
+	cmd.AddCommand(newRolloutCreateCmd(o), newRolloutListCmd(o), newRolloutShowCmd(o))
+	for _, a := range []struct{ name, short string }{
+		{"pause", "Stop a running rollout from notifying more devices"},
+		{"resume", "Let a paused rollout go on (its gates are checked again)"},
+		{"promote", "Pass the current stage now, whatever its gates say"},
+		{"abort", "End a rollout where it is; notified devices keep the new version"},
+		{"rollback", "Return every device the rollout notified to the version it ran before"},
+	} {
+		cmd.AddCommand(newRolloutActionCmd(o, a.name, a.short))
+	}
+	return cmd
+}
+
+type rolloutFlags struct {
+	file, model, version   string
+	selector, group, prof  string
+	devices                []string
+	stages                 []string
+	soak, timeout          time.Duration
+	onFailure              string
+	maxFailures            int
+	supersede, wait, quiet bool
+}
+
+func newRolloutCreateCmd(o *rootOptions) *cobra.Command {
+	var f rolloutFlags
+	cmd := &cobra.Command{
+		Use:   "create (-f rollout.yaml | --model NAME --version V [flags])",
+		Short: "Start a staged rollout, from a YAML/JSON file or from flags",
+		Long: `Start a staged rollout of a model version.
+
+From a file (YAML or JSON; docs/API.md lists every field):
+
+  model: summer
+  version: "2"
+  selector: {labels: {region: eu}}
+  on_failure: rollback
+  stages:
+    - {name: canary, count: 2, soak: 10m, timeout: 15m}
+    - {name: wave, percent: 20, soak: 30m, failure: {max_percent: 5}}
+    - {name: all, percent: 100}
+
+or from flags: --stages 2,20%,100% makes stages of 2 devices, 20% and all
+of them, each with --soak, --timeout, --on-failure and --max-failures.
+Sizes are cumulative. --wait follows the rollout until it ends.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, err := f.spec()
+			if err != nil {
+				return err
+			}
+			c, err := newClient(o)
+			if err != nil {
+				return err
+			}
+			r, err := c.CreateRollout(cmd.Context(), spec)
+			if err != nil {
+				return fmt.Errorf("create rollout: %w", err)
+			}
+			if f.wait {
+				if !o.json {
+					fmt.Fprintf(o.stdout, "rollout %s of %s %s to %d devices started\n", r.ID, r.Model, r.Version, r.Targets)
+				}
+				if r, err = followRollout(cmd.Context(), c, o, r.ID, f.quiet); err != nil {
+					return err
+				}
+			}
+			if o.json {
+				return printJSON(o.stdout, r)
+			}
+			return printRollout(o.stdout, r, 15)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.file, "file", "f", "", "rollout spec file, YAML or JSON (- for stdin)")
+	fl.StringVar(&f.model, "model", "", "model name")
+	fl.StringVar(&f.version, "version", "", "model version")
+	fl.StringVar(&f.selector, "selector", "", "device labels that must match, k=v,k2=v2")
+	fl.StringVar(&f.group, "group", "", "device group that must match")
+	fl.StringVar(&f.prof, "profile", "", "firmware profile that must match")
+	fl.StringSliceVar(&f.devices, "devices", nil, "explicit device ids, comma-separated")
+	fl.StringSliceVar(&f.stages, "stages", []string{"1", "100%"}, "cumulative stage sizes: counts or percentages")
+	fl.DurationVar(&f.soak, "soak", 0, "time each stage's success gate must hold before the next")
+	fl.DurationVar(&f.timeout, "timeout", 0, "time a device has to become healthy (default 10m)")
+	fl.StringVar(&f.onFailure, "on-failure", "pause", "what a tripped failure gate does: pause or rollback")
+	fl.IntVar(&f.maxFailures, "max-failures", 0, "failed devices each stage tolerates")
+	fl.BoolVar(&f.supersede, "supersede", false, "abort running rollouts of the model that hold the same devices")
+	fl.BoolVar(&f.wait, "wait", false, "follow the rollout until it ends")
+	fl.BoolVar(&f.quiet, "quiet-devices", false, "with --wait, print stage progress but not each device's phase changes")
+	return cmd
+}
+
+// spec builds the rollout's JSON form from the file or the flags.
+func (f *rolloutFlags) spec() (any, error) {
+	if f.file != "" {
+		if f.model != "" || f.version != "" {
+			return nil, fmt.Errorf("give either -f FILE or --model/--version, not both")
+		}
+		var data []byte
+		var err error
+		if f.file == "-" {
+			data, err = io.ReadAll(os.Stdin)
+		} else {
+			data, err = os.ReadFile(f.file)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read rollout spec: %w", err)
+		}
+		var v any
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("rollout spec %s is neither YAML nor JSON: %w", f.file, err)
+		}
+		if _, ok := v.(map[string]any); !ok {
+			return nil, fmt.Errorf("rollout spec %s: want a mapping with model, version and stages at the top", f.file)
+		}
+		return v, nil
+	}
+	if f.model == "" || f.version == "" {
+		return nil, fmt.Errorf("give -f FILE, or both --model and --version")
+	}
+	sel := map[string]any{}
+	if f.selector != "" {
+		labels := map[string]string{}
+		for _, kv := range strings.Split(f.selector, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("--selector %q: want key=value pairs separated by commas", f.selector)
+			}
+			labels[k] = v
+		}
+		sel["labels"] = labels
+	}
+	if f.group != "" {
+		sel["group"] = f.group
+	}
+	if f.prof != "" {
+		sel["profile"] = f.prof
+	}
+	if len(f.devices) > 0 {
+		sel["devices"] = f.devices
+	}
+	var stages []map[string]any
+	for i, s := range f.stages {
+		st := map[string]any{"on_failure": f.onFailure, "failure": map[string]any{"max_count": f.maxFailures}}
+		switch {
+		case strings.HasSuffix(s, "%"):
+			p, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+			if err != nil {
+				return nil, fmt.Errorf("--stages: %q is not a percentage", s)
+			}
+			st["percent"] = p
+		default:
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return nil, fmt.Errorf("--stages: %q is neither a device count nor a percentage such as 20%%", s)
+			}
+			st["count"] = n
+		}
+		st["name"] = stageName(i, len(f.stages))
+		if f.soak > 0 {
+			st["soak"] = f.soak.String()
+		}
+		if f.timeout > 0 {
+			st["timeout"] = f.timeout.String()
+		}
+		stages = append(stages, st)
+	}
+	return map[string]any{
+		"model": f.model, "version": f.version, "selector": sel,
+		"stages": stages, "supersede": f.supersede,
+	}, nil
+}
+
+func stageName(i, n int) string {
+	switch {
+	case i == n-1:
+		return "all"
+	case i == 0:
+		return "canary"
+	}
+	return fmt.Sprintf("wave-%d", i)
+}
+
+func newRolloutListCmd(o *rootOptions) *cobra.Command {
+	var model string
+	cmd := &cobra.Command{
+		Use:   "list [--model NAME]",
+		Short: "List rollouts, newest first, with their state and device phases",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(o)
+			if err != nil {
+				return err
+			}
+			rs, err := c.Rollouts(cmd.Context(), model)
+			if err != nil {
+				return fmt.Errorf("list rollouts: %w", err)
+			}
+			if o.json {
+				return printJSON(o.stdout, map[string]any{"rollouts": rs})
+			}
+			if len(rs) == 0 {
+				fmt.Fprintln(o.stdout, "no rollouts yet; start one with `shoal rollout create`")
+				return nil
+			}
+			rows := make([][]string, 0, len(rs))
+			for _, r := range rs {
+				rows = append(rows, []string{r.ID, r.Model, r.Version, r.State, r.Stage, fmt.Sprint(r.Targets),
+					fmt.Sprint(r.Phases["healthy"]), fmt.Sprint(r.Phases["failed"]), fmt.Sprint(r.Phases["offline"]), ago(r.CreatedAt)})
+			}
+			return table(o.stdout, []string{"ID", "MODEL", "VERSION", "STATE", "STAGE", "DEVICES", "HEALTHY", "FAILED", "OFFLINE", "CREATED"}, rows)
+		},
+	}
+	cmd.Flags().StringVar(&model, "model", "", "only rollouts of this model")
+	return cmd
+}
+
+func newRolloutShowCmd(o *rootOptions) *cobra.Command {
+	var all, watch bool
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a rollout: stages, each device's phase, and its events",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(o)
+			if err != nil {
+				return err
+			}
+			if watch {
+				if _, err := followRollout(cmd.Context(), c, o, args[0], false); err != nil {
+					return err
+				}
+			}
+			r, err := c.Rollout(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("show rollout: %w", err)
+			}
+			if o.json {
+				return printJSON(o.stdout, r)
+			}
+			n := 15
+			if all {
+				n = -1
+			}
+			return printRollout(o.stdout, r, n)
+		},
+	}
+	cmd.Flags().BoolVar(&all, "events", false, "print every event, not only the last 15")
+	cmd.Flags().BoolVar(&watch, "watch", false, "follow the rollout's events until it ends")
+	return cmd
+}
+
+func newRolloutActionCmd(o *rootOptions, action, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   action + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(o)
+			if err != nil {
+				return err
+			}
+			r, err := c.RolloutAction(cmd.Context(), args[0], action)
+			if err != nil {
+				return fmt.Errorf("%s rollout %s: %w", action, args[0], err)
+			}
+			if o.json {
+				return printJSON(o.stdout, r)
+			}
+			return printRollout(o.stdout, r, 5)
+		},
+	}
+}
+
+// printRollout prints a rollout for people: its state, the stages, the
+// devices and the last events (all of them if events < 0).
+func printRollout(w io.Writer, r client.Rollout, events int) error {
+	fmt.Fprintf(w, "rollout %s: %s %s, %s, stage %s, %d devices\n", r.ID, r.Model, r.Version, strings.ReplaceAll(r.State, "_", " "), r.Stage, r.Targets)
+	if r.Reason != "" {
+		fmt.Fprintf(w, "reason: %s\n", r.Reason)
+	}
+	fmt.Fprintln(w)
+	rows := make([][]string, 0, len(r.Stages))
+	for _, s := range r.Stages {
+		state := s.State
+		if s.Promoted {
+			state += " (promoted)"
+		}
+		rows = append(rows, []string{s.Name, state, fmt.Sprint(s.Size), fmt.Sprint(s.Notified), fmt.Sprint(s.Healthy), fmt.Sprint(s.Failed), fmt.Sprint(s.Offline)})
+	}
+	if err := table(w, []string{"STAGE", "STATE", "SIZE", "NOTIFIED", "HEALTHY", "FAILED", "OFFLINE"}, rows); err != nil {
+		return err
+	}
+	if len(r.Devices) > 0 {
+		fmt.Fprintln(w)
+		rows = rows[:0]
+		for _, d := range r.Devices {
+			rows = append(rows, []string{d.ID, orDash(d.Stage), d.Phase, orDash(d.Previous), orDash(d.Reason)})
+		}
+		if err := table(w, []string{"DEVICE", "STAGE", "PHASE", "PREVIOUS", "REASON"}, rows); err != nil {
+			return err
+		}
+	}
+	evs := r.Events
+	if len(evs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	if events >= 0 && len(evs) > events {
+		fmt.Fprintf(w, "last %d of %d events (--events for all):\n", events, len(evs))
+		evs = evs[len(evs)-events:]
+	}
+	rows = rows[:0]
+	for _, ev := range evs {
+		rows = append(rows, []string{ev.Time.Local().Format("15:04:05"), orDash(ev.Stage), orDash(ev.Device), ev.Message})
+	}
+	return table(w, []string{"TIME", "STAGE", "DEVICE", "EVENT"}, rows)
+}
+
+// followRollout prints a rollout's events as they happen, and a progress
+// line per stage, until it ends or ctx does.
+func followRollout(ctx context.Context, c *client.Client, o *rootOptions, id string, quiet bool) (client.Rollout, error) {
+	var after uint64
+	last := ""
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		evs, err := c.RolloutEvents(ctx, id, after)
+		if err != nil {
+			return client.Rollout{}, fmt.Errorf("follow rollout %s: %w", id, err)
+		}
+		for _, ev := range evs {
+			after = ev.Seq
+			if o.json || (quiet && ev.Type == "device" && ev.Phase != "failed") {
+				continue
+			}
+			who := ""
+			if ev.Device != "" {
+				who = ev.Device + ": "
+			}
+			fmt.Fprintf(o.stdout, "  %s  %s%s\n", ev.Time.Local().Format("15:04:05"), who, ev.Message)
+		}
+		r, err := c.Rollout(ctx, id)
+		if err != nil {
+			return client.Rollout{}, fmt.Errorf("follow rollout %s: %w", id, err)
+		}
+		if line := progressLine(r); line != last && !o.json {
+			fmt.Fprintln(o.stdout, line)
+			last = line
+		}
+		if r.Ended() {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// progressLine is one line of a rollout's progress: its stage and phase
+// counts.
+func progressLine(r client.Rollout) string {
+	var stage client.RolloutStage
+	for _, s := range r.Stages {
+		if s.Name == r.Stage {
+			stage = s
+		}
+	}
+	phases := make([]string, 0, len(r.Phases))
+	for _, p := range sortedPhaseNames(r.Phases) {
+		phases = append(phases, fmt.Sprintf("%s %d", p, r.Phases[p]))
+	}
+	return fmt.Sprintf("[%s] stage %s %s: %d of %d healthy | %s", r.State, stage.Name, bar(stage.Healthy, max(stage.Size, 1), 20), stage.Healthy, stage.Size, strings.Join(phases, ", "))
+}
+
+// phaseOrder is the order phases are shown in.
+var phaseOrder = []string{"pending", "offline", "notified", "downloading", "verifying", "active", "healthy", "failed", "rolling_back", "rolled_back"}
+
+func sortedPhaseNames(m map[string]int) []string {
+	rank := map[string]int{}
+	for i, p := range phaseOrder {
+		rank[p] = i
+	}
+	out := make([]string, 0, len(m))
+	for p, n := range m {
+		if n > 0 {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return rank[out[i]] < rank[out[j]] })
+	return out
+}
+
+// bar draws done/total as a bar of width characters.
+func bar(done, total, width int) string {
+	n := min(width, done*width/total)
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "]"
+}

@@ -1,0 +1,221 @@
+package rollout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/internal/shoalerr"
+)
+
+// Rollout is a rollout as the API shows it (docs/API.md).
+type Rollout struct {
+	ID      string `json:"id"`
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	// State: running, paused, completed, rolled_back or aborted.
+	State string `json:"state"`
+	// Reason says why the rollout is paused, rolled back or aborted.
+	Reason string `json:"reason"`
+	// Stage is the name of the current (or last) stage.
+	Stage           string         `json:"stage"`
+	Targets         int            `json:"targets"`
+	ReleaseSequence uint64         `json:"release_sequence"`
+	Phases          map[string]int `json:"phases"` // devices by phase
+	Stages          []StageStatus  `json:"stages"`
+	CreatedAt       time.Time      `json:"created_at"`
+	UpdatedAt       time.Time      `json:"updated_at"`
+	EndedAt         *time.Time     `json:"ended_at"`
+	Spec            Spec           `json:"spec"`
+	Devices         []DeviceStatus `json:"devices"`
+	// Events is every event, oldest first (Get only).
+	Events []Event `json:"events,omitempty"`
+}
+
+// StageStatus is one stage's progress.
+type StageStatus struct {
+	Name string `json:"name"`
+	// State: pending, running or passed.
+	State string `json:"state"`
+	// Size is the number of devices seen online the stage needs (its
+	// cumulative size).
+	Size      int        `json:"size"`
+	Notified  int        `json:"notified"` // devices this stage notified
+	Healthy   int        `json:"healthy"`
+	Failed    int        `json:"failed"`
+	Offline   int        `json:"offline"`
+	StartedAt *time.Time `json:"started_at"`
+	GateMetAt *time.Time `json:"gate_met_at"`
+	PassedAt  *time.Time `json:"passed_at"`
+	Promoted  bool       `json:"promoted"`
+}
+
+// DeviceStatus is one device's place in a rollout.
+type DeviceStatus struct {
+	ID string `json:"id"`
+	// Stage is the stage that notified the device ("" while pending).
+	Stage      string     `json:"stage"`
+	Phase      string     `json:"phase"`
+	Reason     string     `json:"reason"`
+	Previous   string     `json:"previous_version"`
+	NotifiedAt *time.Time `json:"notified_at"`
+	ChangedAt  time.Time  `json:"changed_at"`
+}
+
+// Get returns rollout id with its devices and events. Errors: NotFound.
+func (e *Engine) Get(ctx context.Context, id string) (Rollout, error) {
+	if err := ctx.Err(); err != nil {
+		return Rollout{}, err
+	}
+	return e.get(id, true, true)
+}
+
+// List returns every rollout (of model, if not ""), newest first, with
+// its devices but not its events.
+func (e *Engine) List(ctx context.Context, model string) ([]Rollout, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ids []string
+	err := e.st.View(func(tx store.Tx) error {
+		return tx.Scan([]byte(recordPrefix), func(k, v []byte) error {
+			var rec record
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode %s: %w", k, err)
+			}
+			if model == "" || rec.Spec.Model == model {
+				ids = append(ids, rec.ID)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, shoalerr.Wrap(err, shoalerr.Internal, "rollout.List", "read rollouts")
+	}
+	out := make([]Rollout, 0, len(ids))
+	for _, id := range ids {
+		r, err := e.get(id, true, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.After(out[j].CreatedAt)
+		}
+		return out[i].ID > out[j].ID
+	})
+	return out, nil
+}
+
+// Events returns rollout id's events after seq (0 for all), oldest first.
+// Errors: NotFound.
+func (e *Engine) Events(ctx context.Context, id string, after uint64) ([]Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Event
+	err := e.st.View(func(tx store.Tx) error {
+		if _, err := tx.Get(recordKey(id)); err != nil {
+			return err
+		}
+		return tx.Scan(eventsPrefix(id), func(k, v []byte) error {
+			var ev Event
+			if err := json.Unmarshal(v, &ev); err != nil {
+				return fmt.Errorf("decode %s: %w", k, err)
+			}
+			if ev.Seq > after {
+				out = append(out, ev)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, notFoundOr(err, "rollout.Events", id)
+	}
+	if out == nil {
+		out = []Event{}
+	}
+	return out, nil
+}
+
+func (e *Engine) get(id string, withDevices, withEvents bool) (Rollout, error) {
+	const op = "rollout.Get"
+	rec, devs, err := e.load(id)
+	if err != nil {
+		return Rollout{}, notFoundOr(err, op, id)
+	}
+	r := Rollout{
+		ID: rec.ID, Model: rec.Spec.Model, Version: rec.Spec.Version,
+		State: rec.State, Reason: rec.Reason, Stage: rec.Spec.Stages[rec.Stage].Name,
+		Targets: rec.Targets, ReleaseSequence: rec.ReleaseSequence,
+		Phases:    map[string]int{},
+		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, EndedAt: rec.EndedAt,
+		Spec:    rec.Spec,
+		Devices: []DeviceStatus{},
+	}
+	r.Stages = make([]StageStatus, len(rec.Stages))
+	for i, sr := range rec.Stages {
+		state := "pending"
+		switch {
+		case sr.PassedAt != nil:
+			state = "passed"
+		case sr.StartedAt != nil:
+			state = "running"
+		}
+		r.Stages[i] = StageStatus{
+			Name: rec.Spec.Stages[i].Name, State: state, Size: sr.Size,
+			StartedAt: sr.StartedAt, GateMetAt: sr.GateMetAt, PassedAt: sr.PassedAt, Promoted: sr.Promoted,
+		}
+		if sr.StartedAt == nil {
+			r.Stages[i].Size = rec.Spec.Stages[i].size(rec.Targets)
+		}
+	}
+	for _, d := range devs {
+		r.Phases[d.Phase]++
+		stage := ""
+		if d.notified() {
+			ss := &r.Stages[d.Stage]
+			ss.Notified++
+			switch d.Phase {
+			case PhaseHealthy:
+				ss.Healthy++
+			case PhaseFailed:
+				ss.Failed++
+			case PhaseOffline:
+				ss.Offline++
+			}
+			stage = ss.Name
+		}
+		if withDevices {
+			r.Devices = append(r.Devices, DeviceStatus{
+				ID: d.ID, Stage: stage, Phase: d.Phase, Reason: d.Reason, Previous: d.Previous,
+				NotifiedAt: d.NotifiedAt, ChangedAt: d.ChangedAt,
+			})
+		}
+	}
+	sort.Slice(r.Devices, func(i, j int) bool { return r.Devices[i].ID < r.Devices[j].ID })
+	if withEvents {
+		if r.Events, err = e.Events(context.Background(), id, 0); err != nil {
+			return Rollout{}, err
+		}
+	}
+	return r, nil
+}
+
+func notFoundOr(err error, op, id string) error {
+	if shoalerr.Is(err, shoalerr.NotFound) || isNotFound(err) {
+		return shoalerr.E(shoalerr.NotFound, op, "no rollout %q; `shoal rollout list` shows them", id)
+	}
+	if _, ok := err.(*shoalerr.Error); ok {
+		return err
+	}
+	return shoalerr.Wrap(err, shoalerr.Internal, op, "read rollout %q", id)
+}
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
