@@ -105,6 +105,10 @@ func New(cfg Config) (_ *Agent, err error) {
 		if a.cfg.ServerURL == "" {
 			a.cfg.ServerURL = id.ServerURL
 		}
+		if len(cfg.Labels) > 0 || cfg.Group != "" {
+			a.log.Info("this device is enrolled already; its labels and group are only sent when it enrolls, so change them on the control plane",
+				"device", id.DeviceID, "labels", cfg.Labels, "group", cfg.Group)
+		}
 	case cfg.EnrollToken == "":
 		return nil, fmt.Errorf("this device is not enrolled yet (no %s) and no enrollment token was given: create one on the control plane with `shoal token create`, then pass --server, --device-id and --enroll-token",
 			filepath.Join(cfg.DataDir, identityFile))
@@ -311,6 +315,9 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 		ORT:          onnxrt.Options{IntraOpThreads: a.cfg.IntraOpThreads},
 		Report:       reports.Set,
 		Now:          a.cfg.Now,
+
+		HealthMinPredictions: a.cfg.HealthMinPredictions,
+		HealthMinTime:        a.cfg.HealthMinTime,
 	}, a.log)
 	if err != nil {
 		return err
@@ -355,7 +362,10 @@ func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 	logs := lograte.New(time.Minute, 1, nil)
 	delay := time.Second
 	for {
-		id, err := enroll(ctx, client, a.cfg.ServerURL, a.cfg.DeviceID, a.cfg.EnrollToken, a.cfg.Profile)
+		id, err := enroll(ctx, client, a.cfg.ServerURL, enrollment{
+			DeviceID: a.cfg.DeviceID, Token: a.cfg.EnrollToken, Profile: a.cfg.Profile,
+			Labels: a.cfg.Labels, Group: a.cfg.Group,
+		})
 		if err == nil {
 			if err := storeIdentity(a.cfg.DataDir, id); err != nil {
 				return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -73,6 +74,8 @@ func TestAgentEndToEnd(t *testing.T) {
 	cfg := Config{
 		DataDir: dir, ServerURL: cp.URL, DeviceID: dev, EnrollToken: "tok-1",
 		APIAddr: "127.0.0.1:0", TelemetryWindow: 100 * time.Millisecond, Profile: "test-board",
+		Labels: map[string]string{"site": "berlin"}, Group: "pumps",
+		HealthMinPredictions: 1, HealthMinTime: -1, // healthy after one prediction
 		Logger: testLogger(t),
 	}
 	a, stop := runAgent(t, cfg)
@@ -87,6 +90,12 @@ func TestAgentEndToEnd(t *testing.T) {
 	})
 	if rs.GetProfile() != "test-board" || len(rs.GetModels()) != 1 || rs.GetModels()[0].GetActive().GetVersion() != "1" {
 		t.Errorf("reported state = %v", rs)
+	}
+	if ms := rs.GetModels()[0]; ms.GetHealthy() || ms.GetActiveSinceUnixMs() == 0 {
+		t.Errorf("model status before any prediction = %v; want not healthy, with active_since", ms)
+	}
+	if reqs := cp.enrollments(); len(reqs) != 1 || !strings.Contains(string(reqs[0]), `"labels":{"site":"berlin"}`) || !strings.Contains(string(reqs[0]), `"group":"pumps"`) {
+		t.Errorf("enrollment requests = %q; want one with the labels and group", reqs)
 	}
 
 	// The identity is stored, private, and holds what enrollment returned.
@@ -106,6 +115,10 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err != nil || code != http.StatusOK || !strings.Contains(body, "output_scalars") {
 		t.Fatalf("predict = %d %s %v", code, body, err)
 	}
+	waitFor(t, reported, "reported healthy after the prediction", func(p []byte) (bool, bool) {
+		rs, ok := decodeReported(p)
+		return true, ok && len(rs.GetModels()) == 1 && rs.GetModels()[0].GetHealthy()
+	})
 
 	// GET /metrics on the local API has the agent's own figures.
 	_, metrics, err := get(a.APIAddr(), "/metrics")
@@ -229,7 +242,7 @@ func TestEnrollErrors(t *testing.T) {
 				w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
-			_, err := enroll(context.Background(), srv.Client(), srv.URL, dev, "tok", "")
+			_, err := enroll(context.Background(), srv.Client(), srv.URL, enrollment{DeviceID: dev, Token: "tok"})
 			var refused *enrollError
 			if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, &refused) != tc.refused {
 				t.Errorf("enroll = %v (refused %v); want %q (refused %v)", err, errors.As(err, &refused), tc.want, tc.refused)
@@ -237,6 +250,65 @@ func TestEnrollErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestEnrollSendsLabelsAndGroup: the enrollment request carries the
+// device's labels and group, and leaves them out when there are none.
+func TestEnrollSendsLabelsAndGroup(t *testing.T) {
+	cp := startCP(t, "tcp://127.0.0.1:1", "")
+	for _, tc := range []struct {
+		name   string
+		e      enrollment
+		labels map[string]string // nil: no "labels" key
+		group  *string           // nil: no "group" key
+	}{
+		{"both", enrollment{Labels: map[string]string{"site": "berlin", "tier": "edge", "empty": ""}, Group: "pumps"},
+			map[string]string{"site": "berlin", "tier": "edge", "empty": ""}, ptr("pumps")},
+		{"neither", enrollment{Labels: map[string]string{}}, nil, nil},
+		{"group only", enrollment{Group: "g"}, nil, ptr("g")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp.mu.Lock()
+			cp.token, cp.enrolled, cp.requests = "tok", map[string]bool{}, nil
+			cp.mu.Unlock()
+			tc.e.DeviceID, tc.e.Token, tc.e.Profile = dev, "tok", "board"
+			if _, err := enroll(context.Background(), cp.Client(), cp.URL, tc.e); err != nil {
+				t.Fatal(err)
+			}
+			reqs := cp.enrollments()
+			if len(reqs) != 1 {
+				t.Fatalf("%d enrollment requests", len(reqs))
+			}
+			var body map[string]json.RawMessage
+			if err := json.Unmarshal(reqs[0], &body); err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range map[string]string{"token": `"tok"`, "device_id": `"` + dev + `"`, "profile": `"board"`} {
+				if got := string(body[k]); got != want {
+					t.Errorf("%s = %s; want %s", k, got, want)
+				}
+			}
+			raw, has := body["labels"]
+			var labels map[string]string
+			if has {
+				if err := json.Unmarshal(raw, &labels); err != nil {
+					t.Fatalf("labels = %s: %v", raw, err)
+				}
+			}
+			if has != (tc.labels != nil) || !maps.Equal(labels, tc.labels) {
+				t.Errorf("labels = %s (present %v); want %v", raw, has, tc.labels)
+			}
+			raw, has = body["group"]
+			switch {
+			case tc.group == nil && has:
+				t.Errorf("group = %s; want no group key", raw)
+			case tc.group != nil && string(raw) != `"`+*tc.group+`"`:
+				t.Errorf("group = %s; want %q", raw, *tc.group)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func TestNewChecksTheDataDirectory(t *testing.T) {
 	dir := t.TempDir()
@@ -255,6 +327,8 @@ func TestNewChecksTheDataDirectory(t *testing.T) {
 		{"no data dir", Config{}, "no data directory: pass --data-dir"},
 		{"bad server", Config{DataDir: dir, ServerURL: "ftp://x"}, `server URL "ftp://x": want http(s)://host[:port]`},
 		{"bad device id", Config{DataDir: dir, DeviceID: "a b"}, `--device-id: device id "a b" has ' '`},
+		{"label without key", Config{DataDir: dir, Labels: map[string]string{"": "x"}}, "a label has an empty key"},
+		{"label key with =", Config{DataDir: dir, Labels: map[string]string{"a=b": "x"}}, `label key "a=b" has '='`},
 		{"not enrolled, no server", Config{DataDir: t.TempDir(), DeviceID: "d", EnrollToken: "t"}, "pass --server"},
 		{"not enrolled, no id", Config{DataDir: t.TempDir(), ServerURL: "http://h", EnrollToken: "t"}, "pass --device-id"},
 	} {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/shoalfleet/shoal/internal/topics"
@@ -29,6 +30,12 @@ type Config struct {
 	DeviceID string
 	// EnrollToken is the one-time enrollment token; only needed once.
 	EnrollToken Secret
+	// Labels and Group are sent with the enrollment, for the control
+	// plane to record on the device (it validates them; the agent checks
+	// only that every label has a key, without '='). They are only sent
+	// when the device enrolls; change them on the control plane after.
+	Labels map[string]string
+	Group  string
 	// APIAddr is the local inference API's listen address (DefaultAPIAddr
 	// if empty; port 0 picks a free port, see Agent.APIAddr).
 	APIAddr string
@@ -57,6 +64,15 @@ type Config struct {
 	OutboxMinFreeBytes int64
 	// IntraOpThreads is ONNX Runtime's intra-op thread count (0: default).
 	IntraOpThreads int
+	// HealthMinPredictions and HealthMinTime are the health check of a
+	// model version whose manifest has none: the agent reports an active
+	// version healthy once it has served HealthMinPredictions successful
+	// predictions or been active for HealthMinTime, whichever comes first.
+	// 0 means the default (reconcile.DefaultHealthMinPredictions, 100, and
+	// reconcile.DefaultHealthMinTime, 30s); negative turns that criterion
+	// off; with both off a version is healthy as soon as it is active.
+	HealthMinPredictions int64
+	HealthMinTime        time.Duration
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the wall clock (manifest expiry, telemetry windows, report
@@ -92,11 +108,29 @@ func (c *Config) validate() error {
 	if c.IntraOpThreads < 0 {
 		return fmt.Errorf("intra-op threads %d is negative", c.IntraOpThreads)
 	}
+	if err := ValidateLabels(c.Labels); err != nil {
+		return err
+	}
 	if c.APIAddr == "" {
 		c.APIAddr = DefaultAPIAddr
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// ValidateLabels checks what the agent can of labels: every key is
+// non-empty and has no '=' (it could not be given as key=value). The
+// control plane checks the rest when the device enrolls.
+func ValidateLabels(labels map[string]string) error {
+	for k := range labels {
+		switch {
+		case k == "":
+			return errors.New("a label has an empty key")
+		case strings.Contains(k, "="):
+			return fmt.Errorf("label key %q has '='; a key cannot (labels are key=value)", k)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -114,6 +115,7 @@ type fakeCP struct {
 	token     string
 	enrolled  map[string]bool
 	blobs     map[string][]byte
+	requests  [][]byte // the bodies of the enrollment requests
 }
 
 func startCP(t *testing.T, brokerURL, token string) *fakeCP {
@@ -147,16 +149,21 @@ func apiError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 func (cp *fakeCP) enroll(w http.ResponseWriter, r *http.Request) {
-	var req struct{ Token, DeviceID, AgentVersion, Profile string }
-	dec := json.NewDecoder(r.Body)
-	var raw map[string]string
-	if err := dec.Decode(&raw); err != nil {
+	var req struct {
+		Token    string `json:"token"`
+		DeviceID string `json:"device_id"`
+	}
+	body, err := io.ReadAll(r.Body)
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
 		apiError(w, 400, "invalid", err.Error())
 		return
 	}
-	req.Token, req.DeviceID = raw["token"], raw["device_id"]
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
+	cp.requests = append(cp.requests, body)
 	switch {
 	case req.Token == "" || req.Token != cp.token:
 		apiError(w, 401, "unauthorized", "enrollment token is invalid, used or expired")
@@ -172,6 +179,13 @@ func (cp *fakeCP) enroll(w http.ResponseWriter, r *http.Request) {
 		"broker_url": cp.brokerURL, "topic_prefix": topics.DefaultPrefix,
 		"trust_public_key_pem": string(cp.signer.PublicKeyPEM()),
 	})
+}
+
+// enrollments returns the bodies of the enrollment requests so far.
+func (cp *fakeCP) enrollments() [][]byte {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return append([][]byte(nil), cp.requests...)
 }
 
 // desired signs a one-model desired state for the model bytes b.

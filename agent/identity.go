@@ -121,21 +121,44 @@ type enrollError struct{ msg string }
 
 func (e *enrollError) Error() string { return e.msg }
 
+// enrollment is what a device enrolls with.
+type enrollment struct {
+	DeviceID string
+	Token    Secret
+	Profile  string
+	Labels   map[string]string
+	Group    string
+}
+
+// enrollRequest is the body of POST /v1/enroll (docs/API.md, Enrollment).
+// Labels and group are left out when empty.
+type enrollRequest struct {
+	Token        string            `json:"token"`
+	DeviceID     string            `json:"device_id"`
+	AgentVersion string            `json:"agent_version"`
+	Profile      string            `json:"profile"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Group        string            `json:"group,omitempty"`
+}
+
 // enroll exchanges the token for an identity (POST {server}/v1/enroll). A
 // refusal is an *enrollError; any other error (network, 5xx) may be retried.
-func enroll(ctx context.Context, client *http.Client, server, deviceID string, token Secret, profile string) (*identity, error) {
+func enroll(ctx context.Context, client *http.Client, server string, e enrollment) (*identity, error) {
+	deviceID := e.DeviceID
 	u, err := url.JoinPath(server, "/v1/enroll")
 	if err != nil {
 		return nil, &enrollError{fmt.Sprintf("server URL %q: %v", server, err)}
 	}
-	body, err := json.Marshal(map[string]string{
-		"token":         token.Reveal(),
-		"device_id":     deviceID,
-		"agent_version": buildinfo.Version,
-		"profile":       profile,
+	body, err := json.Marshal(enrollRequest{
+		Token:        e.Token.Reveal(),
+		DeviceID:     deviceID,
+		AgentVersion: buildinfo.Version,
+		Profile:      e.Profile,
+		Labels:       e.Labels,
+		Group:        e.Group,
 	})
 	if err != nil {
-		return nil, err
+		return nil, &enrollError{fmt.Sprintf("enroll: encode the request: %v", err)}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {

@@ -12,33 +12,49 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoalfleet/shoal/agent"
 	"github.com/shoalfleet/shoal/internal/fuzzcorpus"
 )
 
-// renderOption gives each option's value in settings as the text that
-// sets it, for FuzzConfigFile's round trip. A new option needs a line here.
-var renderOption = map[string]func(s settings) string{
-	"data-dir":         func(s settings) string { return s.DataDir },
-	"server":           func(s settings) string { return s.ServerURL },
-	"broker":           func(s settings) string { return s.BrokerURL },
-	"device-id":        func(s settings) string { return s.DeviceID },
-	"enroll-token":     func(s settings) string { return s.EnrollToken.Reveal() },
-	"api-addr":         func(s settings) string { return s.APIAddr },
-	"onnxruntime-lib":  func(s settings) string { return s.ONNXRuntimeLib },
-	"profile":          func(s settings) string { return s.Profile },
-	"telemetry-window": func(s settings) string { return s.TelemetryWindow.String() },
-	"outbox-max-bytes": func(s settings) string { return strconv.FormatInt(s.OutboxMaxBytes, 10) },
-	"outbox-sync-interval": func(s settings) string {
+// renderOption gives each option's value in settings as the text (or, for
+// labels, the mapping) that sets it, by config-file key, for
+// FuzzConfigFile's round trip. A new option needs a line here.
+var renderOption = map[string]func(s settings) any{
+	"data-dir":         func(s settings) any { return s.DataDir },
+	"server":           func(s settings) any { return s.ServerURL },
+	"broker":           func(s settings) any { return s.BrokerURL },
+	"device-id":        func(s settings) any { return s.DeviceID },
+	"enroll-token":     func(s settings) any { return s.EnrollToken.Reveal() },
+	"api-addr":         func(s settings) any { return s.APIAddr },
+	"onnxruntime-lib":  func(s settings) any { return s.ONNXRuntimeLib },
+	"profile":          func(s settings) any { return s.Profile },
+	"telemetry-window": func(s settings) any { return s.TelemetryWindow.String() },
+	"outbox-max-bytes": func(s settings) any { return strconv.FormatInt(s.OutboxMaxBytes, 10) },
+	"outbox-sync-interval": func(s settings) any {
 		if s.OutboxSyncInterval < 0 {
 			return "0" // off
 		}
 		return s.OutboxSyncInterval.String()
 	},
-	"outbox-min-free-bytes": func(s settings) string { return strconv.FormatInt(s.OutboxMinFreeBytes, 10) },
-	"sync-writes":           func(s settings) string { return strconv.FormatBool(s.SyncWrites) },
-	"intra-op-threads":      func(s settings) string { return strconv.Itoa(s.IntraOpThreads) },
-	"log-level":             func(s settings) string { return s.LogLevel.String() },
-	"log-format":            func(s settings) string { return s.LogFormat },
+	"outbox-min-free-bytes": func(s settings) any { return strconv.FormatInt(s.OutboxMinFreeBytes, 10) },
+	"sync-writes":           func(s settings) any { return strconv.FormatBool(s.SyncWrites) },
+	"intra-op-threads":      func(s settings) any { return strconv.Itoa(s.IntraOpThreads) },
+	"log-level":             func(s settings) any { return s.LogLevel.String() },
+	"log-format":            func(s settings) any { return s.LogFormat },
+	"labels":                func(s settings) any { return s.Labels },
+	"group":                 func(s settings) any { return s.Group },
+	"health-min-predictions": func(s settings) any {
+		if s.HealthMinPredictions < 0 {
+			return "0" // off
+		}
+		return strconv.FormatInt(s.HealthMinPredictions, 10)
+	},
+	"health-min-time": func(s settings) any {
+		if s.HealthMinTime < 0 {
+			return "0" // off
+		}
+		return s.HealthMinTime.String()
+	},
 }
 
 // FuzzConfigFile loads arbitrary config files (YAML or JSON), allocating
@@ -50,8 +66,8 @@ var renderOption = map[string]func(s settings) string{
 // files in testdata/ and TestFuzzConfigFileCorpus.
 func FuzzConfigFile(f *testing.F) {
 	for _, o := range options {
-		if renderOption[o.name] == nil {
-			f.Fatalf("option %q has no renderOption entry in config_fuzz_test.go", o.name)
+		if renderOption[o.key()] == nil {
+			f.Fatalf("option %q has no renderOption entry in config_fuzz_test.go", o.key())
 		}
 	}
 	dir := f.TempDir()
@@ -95,10 +111,11 @@ func FuzzConfigFile(f *testing.F) {
 		if len(set) != len(keys) {
 			t.Fatalf("set records %d keys; the file has %q", len(set), keys)
 		}
-		if s.TelemetryWindow < 0 || s.OutboxMaxBytes < 0 || s.OutboxMinFreeBytes < 0 || s.IntraOpThreads < 0 || (s.LogFormat != "text" && s.LogFormat != "json") {
+		if s.TelemetryWindow < 0 || s.OutboxMaxBytes < 0 || s.OutboxMinFreeBytes < 0 || s.IntraOpThreads < 0 || (s.LogFormat != "text" && s.LogFormat != "json") ||
+			agent.ValidateLabels(s.Labels) != nil || (s.Labels != nil && len(s.Labels) == 0) {
 			t.Fatalf("out-of-range settings loaded: %+v", s)
 		}
-		out := map[string]string{}
+		out := map[string]any{}
 		for name := range set {
 			out[name] = renderOption[name](s)
 		}
@@ -158,7 +175,8 @@ func fuzzConfigSeeds(t *testing.T) []fuzzcorpus.Seed {
 		seeds = append(seeds, fuzzcorpus.Seed{Name: "file-" + name, Valid: true, Values: []any{b}})
 	}
 	for _, name := range []string{"bool.bad.yaml", "duplicate.bad.yaml", "duration.bad.yaml", "list.bad.yaml", "loglevel.bad.yaml",
-		"nested.bad.yaml", "null.bad.yaml", "syntax.bad.yaml", "threads.bad.json", "typo-key.bad.yaml", "unknown-key.bad.yaml", "unknown.bad.json"} {
+		"nested.bad.yaml", "null.bad.yaml", "syntax.bad.yaml", "threads.bad.json", "typo-key.bad.yaml", "unknown-key.bad.yaml", "unknown.bad.json",
+		"labels.bad.yaml", "label-key.bad.yaml", "label-flag.bad.yaml"} {
 		b, _ := os.ReadFile(filepath.Join("testdata", name))
 		seeds = append(seeds, fuzzcorpus.Seed{Name: "file-" + name, Values: []any{b}})
 	}
@@ -176,6 +194,11 @@ func fuzzConfigSeeds(t *testing.T) []fuzzcorpus.Seed {
 		{"overflow", false, "outbox-max-bytes: 9223372036854775808\n"},
 		{"tab-indent", false, "data-dir:\n\t/a\n"},
 		{"token-then-bad-key", false, "enroll-token: 9f8e7d6c5b4a3f2e1d0c\nbrokers: x\n"},
+		{"labels-flow", true, `{labels: {site: berlin, "1": "", "a b": "c=d"}, group: g}`},
+		{"labels-empty", true, "labels: {}\n"},
+		{"labels-duplicate", false, "labels:\n  a: 1\n  a: 2\n"},
+		{"labels-null-value", false, "labels:\n  a:\n"},
+		{"labels-nested", false, "labels:\n  a: [1, 2]\n"},
 	} {
 		seeds = append(seeds, fuzzcorpus.Seed{Name: s.name, Valid: s.valid, Values: []any{[]byte(s.text)}})
 	}

@@ -1,6 +1,6 @@
 // Command shoal-agent is the Shoal device agent.
 //
-//	shoal-agent run --data-dir DIR [--server URL --device-id ID --enroll-token T] [flags]
+//	shoal-agent run --data-dir DIR [--server URL --device-id ID --enroll-token T [--label K=V]... [--group G]] [flags]
 //	shoal-agent version
 //
 // main only wires: flags and the config file become an agent.Config, and
@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/shoalfleet/shoal/agent"
@@ -80,8 +81,8 @@ func usage(w io.Writer) {
   shoal-agent run --data-dir DIR [flags]   run the agent (see shoal-agent run -h)
   shoal-agent version                      print the version
 
-First start (enrolls once):
-  shoal-agent run --data-dir DIR --server URL --device-id ID --enroll-token TOKEN
+First start (enrolls once; --label K=V, repeatable, and --group G are sent with the enrollment):
+  shoal-agent run --data-dir DIR --server URL --device-id ID --enroll-token TOKEN [--label K=V]... [--group G]
 `)
 }
 
@@ -109,11 +110,11 @@ func NewMain() *Main {
 func (m *Main) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("shoal-agent run", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
-	configPath := fs.String("config", "", "YAML or JSON file with the same keys as these flags (e.g. data-dir: /var/lib/shoal-agent)")
-	raw := map[string]string{}
+	configPath := fs.String("config", "", "YAML or JSON file with the same keys as these flags (e.g. data-dir: /var/lib/shoal-agent; labels: for --label)")
+	raw := map[string][]string{}
 	var order []string
 	for _, o := range options {
-		fs.Var(&rawValue{name: o.name, isBool: o.isBool, raw: raw, order: &order}, o.name, o.usage)
+		fs.Var(&rawValue{name: o.name, isBool: o.isBool, repeated: o.setPairs != nil, raw: raw, order: &order}, o.name, o.usage)
 	}
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: shoal-agent run --data-dir DIR [flags]")
@@ -134,10 +135,19 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	for _, name := range order {
 		o, _ := lookupOption(name)
-		if err := o.set(&s, raw[name]); err != nil {
+		var err error
+		if o.setPairs != nil {
+			var pairs map[string]string
+			if pairs, err = flagPairs(raw[name]); err == nil {
+				err = o.setPairs(&s, pairs)
+			}
+		} else {
+			err = o.set(&s, raw[name][0])
+		}
+		if err != nil {
 			return fmt.Errorf("--%s: %v", name, err)
 		}
-		set[name] = "--" + name
+		set[o.key()] = "--" + name
 	}
 	if err := m.applyProfile(&s, set); err != nil {
 		return err
@@ -182,13 +192,31 @@ func (m *Main) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(m.Stderr, opts))
 }
 
-// rawValue records a flag's text; settings are applied after the config
-// file so that flags win.
+// flagPairs parses the key=value values of a repeated flag.
+func flagPairs(vals []string) (map[string]string, error) {
+	pairs := make(map[string]string, len(vals))
+	for _, kv := range vals {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not key=value (e.g. site=berlin)", kv)
+		}
+		if _, dup := pairs[k]; dup {
+			return nil, fmt.Errorf("key %q is given twice", k)
+		}
+		pairs[k] = v
+	}
+	return pairs, nil
+}
+
+// rawValue records a flag's text (every one, for a repeated flag; the
+// last, for the others); settings are applied after the config file so
+// that flags win.
 type rawValue struct {
-	name   string
-	isBool bool
-	raw    map[string]string
-	order  *[]string
+	name     string
+	isBool   bool
+	repeated bool
+	raw      map[string][]string
+	order    *[]string
 }
 
 func (v *rawValue) String() string { return "" }
@@ -197,7 +225,11 @@ func (v *rawValue) Set(s string) error {
 	if _, seen := v.raw[v.name]; !seen {
 		*v.order = append(*v.order, v.name)
 	}
-	v.raw[v.name] = s
+	if v.repeated {
+		v.raw[v.name] = append(v.raw[v.name], s)
+	} else {
+		v.raw[v.name] = []string{s}
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -34,6 +35,7 @@ func TestGoodConfigFiles(t *testing.T) {
 			DeviceID: "pump-7", EnrollToken: "s3cret-token", APIAddr: "127.0.0.1:9191",
 			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "raspberry-pi-4", TelemetryWindow: 30 * time.Second,
 			OutboxMaxBytes: 1 << 20, OutboxSyncInterval: 250 * time.Millisecond, OutboxMinFreeBytes: 8 << 20, SyncWrites: true, IntraOpThreads: 2,
+			Labels: map[string]string{"site": "berlin", "tier": "edge"}, Group: "pumps", HealthMinPredictions: 50, HealthMinTime: time.Minute,
 		},
 		LogLevel: slog.LevelDebug, LogFormat: "json",
 	}
@@ -74,10 +76,19 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 		t.Errorf("bare --sync-writes: %+v, %v", m.Settings, err)
 	}
 	// 0 turns periodic syncs off: the agent's "never" is negative, since
-	// its zero value means the default.
-	m, err = parse(t, "--config", "testdata/good.yaml", "--outbox-sync-interval", "0")
-	if err != nil || m.Settings.OutboxSyncInterval >= 0 {
-		t.Errorf("--outbox-sync-interval 0: %v, %v", m.Settings.OutboxSyncInterval, err)
+	// its zero value means the default. The same for the health criteria.
+	m, err = parse(t, "--config", "testdata/good.yaml", "--outbox-sync-interval", "0", "--health-min-predictions", "0", "--health-min-time", "0")
+	if err != nil || m.Settings.OutboxSyncInterval >= 0 || m.Settings.HealthMinPredictions >= 0 || m.Settings.HealthMinTime >= 0 {
+		t.Errorf("--outbox-sync-interval 0 --health-min-predictions 0 --health-min-time 0: %v, %v, %v, %v",
+			m.Settings.OutboxSyncInterval, m.Settings.HealthMinPredictions, m.Settings.HealthMinTime, err)
+	}
+	// --label may be repeated; the flags' labels replace the file's.
+	m, err = parse(t, "--label", "site=hamburg", "--config", "testdata/good.yaml", "--label", "owner=ops=team", "--label", "empty=", "--group", "valves")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"site": "hamburg", "owner": "ops=team", "empty": ""}; !maps.Equal(m.Settings.Labels, want) || m.Settings.Group != "valves" {
+		t.Errorf("--label and --group over the file: %v, %q; want %v, valves", m.Settings.Labels, m.Settings.Group, want)
 	}
 }
 
@@ -115,6 +126,14 @@ func TestBadConfig(t *testing.T) {
 		{[]string{"--log-format", "xml"}, `--log-format: "xml" is not text or json`},
 		{[]string{"--outbox-sync-interval", "-1s"}, `--outbox-sync-interval: "-1s" is not a duration`},
 		{[]string{"--outbox-min-free-bytes", "0"}, `--outbox-min-free-bytes: "0" is not a positive number of bytes`},
+		{[]string{"--label", "site"}, `--label: "site" is not key=value`},
+		{[]string{"--label", "=berlin"}, `--label: a label has an empty key`},
+		{[]string{"--label", "a=1", "--label", "a=2"}, `--label: key "a" is given twice`},
+		{[]string{"--health-min-predictions", "-1"}, `--health-min-predictions: "-1" is not a number of predictions`},
+		{[]string{"--health-min-time", "soon"}, `--health-min-time: "soon" is not a duration`},
+		{[]string{"--config", "testdata/labels.bad.yaml"}, `testdata/labels.bad.yaml:2: key "labels" wants a mapping of keys to values`},
+		{[]string{"--config", "testdata/label-key.bad.yaml"}, `testdata/label-key.bad.yaml:2: labels: a label has an empty key`},
+		{[]string{"--config", "testdata/label-flag.bad.yaml"}, `testdata/label-flag.bad.yaml:1: unknown key "label" (did you mean "labels"?)`},
 		{[]string{"--no-such-flag"}, `flag provided but not defined: -no-such-flag`},
 		{[]string{"--data-dir", "/d", "extra"}, `unexpected argument "extra"`},
 	} {

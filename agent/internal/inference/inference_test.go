@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,6 +161,55 @@ func TestSelfTest(t *testing.T) {
 	}
 	if err := m.SelfTest(nil); err == nil {
 		t.Error("nil self-test passed")
+	}
+}
+
+// TestPredictionsCountsSuccessfulRuns: only Runs that succeed count; the
+// self-test does not; Usage reports each active version's count.
+func TestPredictionsCountsSuccessfulRuns(t *testing.T) {
+	data, _ := mlp(t, 5)
+	sess, err := onnxrt.Open(data, onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := onnxrt.MakeSelfTest(sess, 1)
+	sess.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := open(t, 5, "1")
+	if err := m.SelfTest(st); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.Predictions(); n != 0 {
+		t.Errorf("Predictions after the self-test = %d; want 0", n)
+	}
+	s := NewSet()
+	defer s.Close()
+	s.Swap(m)
+	for range 3 {
+		if _, err := m.Run(input()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Run([]onnxrt.Tensor{{Name: "input", DataType: onnxrt.FP32, Shape: []int64{1, 3}, Data: make([]float32, 3)}}); err == nil {
+		t.Fatal("Run with a bad shape succeeded")
+	}
+	if n := m.Predictions(); n != 3 {
+		t.Errorf("Predictions = %d; want 3 (the failed Run does not count)", n)
+	}
+	other, err := Open(data, Ref{Name: "a", Version: "9"}, onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Swap(other)
+	want := []Usage{{Ref: Ref{Name: "a", Version: "9"}, Predictions: 0}, {Ref: Ref{Name: "m", Version: "1"}, Predictions: 3}}
+	if got := s.Usage(); !slices.Equal(got, want) {
+		t.Errorf("Usage = %+v; want %+v", got, want)
+	}
+	var zero Set
+	if got := zero.Usage(); len(got) != 0 {
+		t.Errorf("Usage of a zero Set = %+v", got)
 	}
 }
 
@@ -359,6 +409,13 @@ func TestRunsWhileSwapping(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	var counted uint64
+	for _, m := range models {
+		counted += m.Predictions()
+	}
+	if counted != uint64(runs.Load()) {
+		t.Errorf("the versions counted %d predictions; %d runs succeeded", counted, runs.Load())
 	}
 	for _, m := range models[:versions-1] {
 		if !isClosed(m) {

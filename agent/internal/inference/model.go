@@ -52,9 +52,12 @@ type Model struct {
 	refs atomic.Int64
 	// handed is set once the owner's reference has been released by Close
 	// or taken over by a Set.
-	handed   atomic.Bool
-	closeErr error // the session's Close error; written before closed is closed
-	closed   chan struct{}
+	handed atomic.Bool
+	// predictions counts the Runs that succeeded, for the reconciler's
+	// health check.
+	predictions atomic.Uint64
+	closeErr    error // the session's Close error; written before closed is closed
+	closed      chan struct{}
 	// releaseFn calls m.release; made once so that Acquire does not allocate.
 	releaseFn func()
 }
@@ -129,9 +132,19 @@ func (m *Model) OutputNames() []string { return specNames(m.outputs) }
 // Run runs the model. Inputs are matched by name; an error about the
 // inputs is an *onnxrt.InputError naming the input, any other error is the
 // model failing. The caller must hold a reference (Acquire) or own m.
+// Each successful Run counts in Predictions.
 func (m *Model) Run(inputs []onnxrt.Tensor) ([]onnxrt.Tensor, error) {
-	return m.sess.Run(inputs)
+	out, err := m.sess.Run(inputs)
+	if err == nil {
+		m.predictions.Add(1)
+	}
+	return out, err
 }
+
+// Predictions returns how many Runs of m have succeeded since it was
+// loaded. SelfTest does not count: a model only predicts for callers once
+// a Set serves it, so this is the predictions it has served.
+func (m *Model) Predictions() uint64 { return m.predictions.Load() }
 
 // SelfTest runs the manifest's self-test: its inputs must give its expected
 // outputs within its tolerance. The error says which output differs and how.

@@ -131,6 +131,25 @@ func (s *Set) Refs() []Ref {
 	return refs
 }
 
+// Usage is an active model's version and the predictions it has served
+// (Model.Predictions).
+type Usage struct {
+	Ref         Ref
+	Predictions uint64
+}
+
+// Usage returns the active versions and their prediction counts, sorted
+// by name. Like Acquire it takes no lock.
+func (s *Set) Usage() []Usage {
+	mp := s.snapshot()
+	out := make([]Usage, 0, len(mp))
+	for _, m := range mp {
+		out = append(out, Usage{Ref: m.ref, Predictions: m.Predictions()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Name < out[j].Ref.Name })
+	return out
+}
+
 // Len returns the number of active models.
 func (s *Set) Len() int { return len(s.snapshot()) }
 

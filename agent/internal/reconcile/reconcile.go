@@ -20,6 +20,16 @@
 // trouble is retried with backoff; anything wrong with the manifest or
 // artifact is not retried until the desired state changes.
 //
+// Each serving version is also reported with when it started serving in
+// this process (active_since_unix_ms) and whether it is healthy: it turns
+// healthy once it has served the manifest's HealthCheck.min_predictions
+// successful predictions or been active for its min_seconds, whichever
+// comes first (the Config's defaults when the manifest has none; a zero
+// criterion is off, and with both off it is healthy at once). It stays
+// healthy until another version is activated. A health watcher beside
+// Run's loop notices the counts and deadlines, so that a long download of
+// one model does not hold back the report of another turning healthy.
+//
 // Decisions:
 //   - A model that disappears from the desired state keeps serving (and is
 //     reported with phase IDLE and no desired version): stopping a model
@@ -34,6 +44,12 @@
 //     per-model status.
 //   - applied_generation is the generation of the last desired state whose
 //     every deployment became ACTIVE.
+//   - A version already serving when the Reconciler is made (loaded from
+//     disk as the agent starts) started serving then. It can turn healthy
+//     only once a desired state has been applied: by the health check of
+//     the manifest that deploys it, or by the defaults if none does. The
+//     defaults must not declare it healthy just before a stricter manifest
+//     arrives, since healthy never goes back.
 package reconcile
 
 import (
@@ -83,10 +99,14 @@ type Store interface {
 
 var _ Store = (*modelstore.Store)(nil)
 
-// Models is the set of serving models.
+// Models is the set of serving models. Its methods may be called from
+// any goroutine.
 type Models interface {
 	// Refs returns the versions serving now.
 	Refs() []inference.Ref
+	// Usage returns the versions serving now with the predictions each
+	// has served.
+	Usage() []inference.Usage
 	// Swap makes m the serving version of its name (the old one closes
 	// after its in-flight predictions).
 	Swap(m *inference.Model) (previous inference.Ref, had bool)
@@ -106,8 +126,9 @@ type Loader func(path string, ref inference.Ref, opts onnxrt.Options) (*inferenc
 
 var _ Loader = inference.Load
 
-// Reporter receives the reported state at every change. It is called on
-// the reconciler's goroutine and must not block (hand it to a publisher).
+// Reporter receives the reported state at every change. It is called from
+// Run's goroutines, one call at a time and in order, and must not block
+// (hand it to a publisher).
 type Reporter func(*shoalv1.ReportedState)
 
 // Defaults for the zero values of Config.
@@ -144,7 +165,20 @@ type Config struct {
 	// MinRetry and MaxRetry bound the backoff between attempts after
 	// network errors.
 	MinRetry, MaxRetry time.Duration
-	// Now is the clock (expiry, retry times, report times); time.Now if nil.
+	// HealthMinPredictions and HealthMinTime are the health check of a
+	// version whose manifest has none: it is reported healthy once it has
+	// served HealthMinPredictions successful predictions or been active
+	// for HealthMinTime, whichever comes first. 0 means the default
+	// (DefaultHealthMinPredictions, DefaultHealthMinTime); negative turns
+	// that criterion off; with both off a version is healthy as soon as it
+	// is active.
+	HealthMinPredictions int64
+	HealthMinTime        time.Duration
+	// HealthPoll is how often the prediction counts of the versions not
+	// yet healthy are looked at (DefaultHealthPoll if 0 or negative).
+	HealthPoll time.Duration
+	// Now is the clock (expiry, retry times, report times, how long a
+	// version has been active); time.Now if nil.
 	Now func() time.Time
 }
 
@@ -157,10 +191,18 @@ type Reconciler struct {
 	retry  backoff
 
 	// Owned by the Run goroutine.
-	slots      map[string]*slot
-	overall    []string // errors not tied to a model
-	applied    uint64
-	lastReport *shoalv1.ReportedState
+	slots   map[string]*slot
+	overall []string // errors not tied to a model
+	applied uint64
+
+	// pub serialises building and handing out reports, from the Run
+	// goroutine (phase changes) and the health watcher (health changes),
+	// and guards the fields below it. It is taken before mu.
+	pub        sync.Mutex
+	health     healthTracker
+	base       *shoalv1.ReportedState // the latest state, what the watcher brings up to date
+	lastReport *shoalv1.ReportedState // the latest handed to the Reporter
+	healthWake chan struct{}          // asks the watcher to look again
 
 	mu         sync.Mutex
 	pending    []byte
@@ -218,6 +260,9 @@ func New(cfg Config, log *slog.Logger) (*Reconciler, error) {
 	if cfg.MaxRetry < cfg.MinRetry {
 		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
 	}
+	if cfg.HealthPoll <= 0 {
+		cfg.HealthPoll = DefaultHealthPoll
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -230,9 +275,22 @@ func New(cfg Config, log *slog.Logger) (*Reconciler, error) {
 		server: server,
 		retry:  backoff{min: cfg.MinRetry, max: cfg.MaxRetry},
 		slots:  map[string]*slot{},
-		wake:   make(chan struct{}, 1),
+		health: healthTracker{
+			defaults: configCheck(cfg.HealthMinPredictions, cfg.HealthMinTime),
+			poll:     cfg.HealthPoll,
+			versions: map[string]*versionHealth{},
+			expected: map[string]expectedCheck{},
+		},
+		healthWake: make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
 	}
-	r.state = r.buildReport()
+	r.health.log = r.log
+	// The versions serving already (loaded from disk as the agent
+	// started) start serving now, as far as their health is concerned.
+	r.pub.Lock()
+	r.base = r.buildReport()
+	r.refreshLocked()
+	r.pub.Unlock()
 	return r, nil
 }
 
@@ -260,9 +318,16 @@ func (r *Reconciler) State() *shoalv1.ReportedState {
 	return proto.Clone(r.state).(*shoalv1.ReportedState)
 }
 
-// Run applies desired states until ctx is done, then returns nil.
+// Run applies desired states, and watches the health of the serving
+// versions, until ctx is done, then returns nil.
 func (r *Reconciler) Run(ctx context.Context) error {
 	r.emit() // the state before any desired state arrives: what runs now
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		r.watchHealth(ctx)
+	}()
+	defer func() { <-watched }() // no report after Run returns
 	var cur []byte
 	var have bool
 	timer := time.NewTimer(time.Hour)
@@ -301,10 +366,47 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
+// watchHealth looks at the health of the versions not yet healthy when
+// their prediction counts may have grown (every HealthPoll), at their
+// deadlines, and whenever the Run goroutine has reported, and reports
+// what changed.
+func (r *Reconciler) watchHealth(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.healthWake:
+		case <-t.C:
+		}
+		if next := r.checkHealth(); next > 0 {
+			t.Reset(next)
+		} else {
+			t.Stop()
+		}
+	}
+}
+
+// checkHealth brings the health of the serving versions up to date and
+// reports if it changed. It returns when to look again (0: no version is
+// waiting to turn healthy).
+func (r *Reconciler) checkHealth() time.Duration {
+	r.pub.Lock()
+	defer r.pub.Unlock()
+	return r.publishLocked()
+}
+
 // pass applies one desired state and returns how long until a transient
 // failure should be retried (0: nothing to retry).
 func (r *Reconciler) pass(ctx context.Context, payload []byte) time.Duration {
 	r.overall = nil
+	r.pub.Lock()
+	// From now on a serving version the desired state does not deploy is
+	// judged by the default health check.
+	r.health.desiredSeen = true
+	r.pub.Unlock()
 	ds, err := decodeDesired(payload)
 	if err != nil {
 		r.overall = append(r.overall, err.Error())
@@ -332,6 +434,9 @@ func (r *Reconciler) pass(ctx context.Context, payload []byte) time.Duration {
 	for name := range r.slots {
 		if !seen[name] {
 			delete(r.slots, name) // no longer desired: keeps serving, reported IDLE
+			r.pub.Lock()
+			r.health.forget(name)
+			r.pub.Unlock()
 		}
 	}
 	var retry time.Duration
@@ -383,6 +488,9 @@ func (r *Reconciler) apply(ctx context.Context, m *manifest) time.Duration {
 		s.envelope, s.permanent, s.attempts, s.nextTry = m.digest, false, 0, time.Time{}
 	}
 	s.desired = m.ref()
+	r.pub.Lock()
+	r.health.expect(name, s.desired, manifestCheck(m.GetHealthCheck(), r.health.defaults))
+	r.pub.Unlock()
 
 	if running, ok := r.serving(name); ok && sameRef(running, s.desired) {
 		r.setPhase(s, shoalv1.Phase_PHASE_ACTIVE, "")
@@ -489,6 +597,9 @@ func (r *Reconciler) install(ctx context.Context, m *manifest, s *slot) error {
 		return transient(err)
 	}
 	prev, had := r.cfg.Models.Swap(model)
+	r.pub.Lock()
+	r.health.activated(ref, r.cfg.Now(), manifestCheck(m.GetHealthCheck(), r.health.defaults))
+	r.pub.Unlock()
 	failpoint.Hit(failpoint.Activated)
 	if had {
 		r.log.Info("activated", "model", name, "version", want.Version, "sequence", want.ReleaseSequence, "replaced", prev.Version)
@@ -530,7 +641,7 @@ func (r *Reconciler) fetch(ctx context.Context, s *slot, a *shoalv1.Artifact) (s
 func (r *Reconciler) serving(name string) (modelstore.Ref, bool) {
 	for _, ref := range r.cfg.Models.Refs() {
 		if ref.Name == name {
-			return modelstore.Ref{Name: ref.Name, Version: ref.Version, SHA256: ref.SHA256, ReleaseSequence: ref.ReleaseSequence}, true
+			return storeRef(ref), true
 		}
 	}
 	return modelstore.Ref{}, false
@@ -556,23 +667,55 @@ func (r *Reconciler) setPhase(s *slot, phase shoalv1.Phase, errMsg string) {
 }
 
 // emit builds the reported state and hands it to the Reporter if it
-// differs from the last one (apart from its time).
+// differs from the last one (apart from its time). It is called on the
+// Run goroutine, which owns what buildReport reads.
 func (r *Reconciler) emit() {
 	rs := r.buildReport()
+	r.pub.Lock()
+	r.base = rs
+	r.publishLocked()
+	r.pub.Unlock()
+	select {
+	case r.healthWake <- struct{}{}: // an activation or a new health check may change when to look
+	default:
+	}
+}
+
+// refreshLocked brings the health of the serving versions up to date and
+// merges it into r.base, which becomes the state State returns. It
+// returns when to look again (0: no version is waiting to turn healthy).
+// The caller holds r.pub.
+func (r *Reconciler) refreshLocked() (next time.Duration) {
+	now := r.cfg.Now()
+	next = r.health.update(r.cfg.Models.Usage(), now)
+	rs := proto.Clone(r.base).(*shoalv1.ReportedState)
+	rs.ReportedAtUnixMs = now.UnixMilli()
+	r.health.fill(rs)
+	r.base = rs
 	r.mu.Lock()
 	r.state = rs
 	r.mu.Unlock()
+	return next
+}
+
+// publishLocked is refreshLocked, then hands the state to the Reporter if
+// it differs from the last one handed (apart from its time). The caller
+// holds r.pub.
+func (r *Reconciler) publishLocked() (next time.Duration) {
+	next = r.refreshLocked()
+	rs := r.base
 	if r.lastReport != nil {
 		a, b := proto.Clone(rs).(*shoalv1.ReportedState), proto.Clone(r.lastReport).(*shoalv1.ReportedState)
 		a.ReportedAtUnixMs, b.ReportedAtUnixMs = 0, 0
 		if proto.Equal(a, b) {
-			return
+			return next
 		}
 	}
 	r.lastReport = rs
 	if r.cfg.Report != nil {
 		r.cfg.Report(proto.Clone(rs).(*shoalv1.ReportedState))
 	}
+	return next
 }
 
 // phaseRank orders phases from least to most advanced; FAILED is least.
