@@ -54,6 +54,13 @@ func WithNow(now func() time.Time) Option { return func(o *options) { o.cfg.Now 
 // WithLogger sends the control plane's logs to log instead of the test log.
 func WithLogger(log *slog.Logger) Option { return func(o *options) { o.cfg.Logger = log } }
 
+// WithRolloutInterval sets how often the rollout engine runs a pass
+// when nothing triggers one (tests that move an injected clock call
+// ReconcileRollouts instead of waiting).
+func WithRolloutInterval(d time.Duration) Option {
+	return func(o *options) { o.cfg.RolloutInterval = d }
+}
+
 // WithDataDir uses dir (which the caller owns) instead of a fresh temp dir:
 // a control plane started on the data of a previous one.
 func WithDataDir(dir string) Option { return func(o *options) { o.cfg.DataDir = dir } }

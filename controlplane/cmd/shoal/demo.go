@@ -41,12 +41,13 @@ func newDemoCmd(o *rootOptions) *cobra.Command {
 	d := &demoOptions{}
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run the whole spine on embedded defaults: control plane, N agents, push, deploy, predict, telemetry",
+		Short: "Run the whole spine on embedded defaults: control plane, N agents, push, staged rollout, predict, telemetry",
 		Long: `shoal demo starts a control plane (embedded MQTT broker, Badger store) and
 N agents in this process, makes a small example ONNX model, pushes and signs
-it, deploys it to every agent, sends predictions through each agent's
-Open Inference Protocol API and shows the telemetry arriving. Then it pushes
-v2 and watches the fleet switch. It stays up until Ctrl-C, or --duration.`,
+it, rolls it out in stages (a canary, half the fleet, then all of it, each
+gated on the devices reporting the version active and healthy), sends
+predictions through each agent's Open Inference Protocol API and shows the
+telemetry arriving. Then it pushes v2 and rolls it out the same way. It stays up until Ctrl-C, or --duration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDemo(cmd.Context(), o, d)
@@ -216,29 +217,7 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 			return fmt.Errorf("push model: %w", err)
 		}
 		say("pushed sensor-classifier %s: %s, sha256 %s…, signed (key %s…)", v, humanBytes(mv.Size), mv.SHA256[:12], mv.KeyID[:12])
-		r, err := c.Deploy(ctx, "sensor-classifier", v, nil)
-		if err != nil {
-			return fmt.Errorf("deploy: %w", err)
-		}
-		say("deployed sensor-classifier %s (release %d) to %d devices: signed desired state published over MQTT", v, r.ReleaseSequence, len(r.Devices))
-		if err := waitFor(ctx, 60*time.Second, func() (bool, string) {
-			devs, err := c.Devices(ctx)
-			if err != nil {
-				return false, err.Error()
-			}
-			active, phases := 0, map[string]int{}
-			for _, dv := range devs {
-				for _, m := range dv.Models {
-					if m.Name == "sensor-classifier" {
-						if m.ActiveVersion == v && m.Phase == "active" {
-							active++
-						}
-						phases[m.Phase]++
-					}
-				}
-			}
-			return active == d.agents, fmt.Sprintf("%d/%d devices verified, self-tested and activated v%s %v", active, d.agents, v, phases)
-		}, func(s string) { say("%s", s) }); err != nil {
+		if err := demoRollout(ctx, c, v, agents, &pred, say); err != nil {
 			return err
 		}
 		if err := pred.round(ctx, agents, say, true); err != nil {
@@ -272,6 +251,74 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 	}
 }
 
+// demoRollout rolls version v out in stages — a canary of one device,
+// half the fleet, then all of it, each soaking a few seconds once its
+// devices are healthy — printing the stages as they go, while the agents
+// keep predicting (an agent reports a version healthy after 5 predictions
+// or 5 seconds).
+func demoRollout(ctx context.Context, c *client.Client, v string, agents []*demoAgent, pred *predictor, say func(string, ...any)) error {
+	spec := map[string]any{
+		"model": "sensor-classifier", "version": v,
+		"health":     map[string]any{"predictions": 5, "seconds": 5},
+		"on_failure": "rollback",
+		"stages": []map[string]any{
+			{"name": "canary", "count": 1, "soak": "3s", "timeout": "1m"},
+			{"name": "half", "percent": 50, "soak": "3s", "timeout": "1m"},
+			{"name": "all", "percent": 100, "timeout": "1m"},
+		},
+	}
+	r, err := c.CreateRollout(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("roll out sensor-classifier %s: %w", v, err)
+	}
+	say("rollout %s: sensor-classifier %s to %d devices, canary 1 → 50%% → 100%%, rolled back if a stage fails (release %d, signed manifest over MQTT)",
+		r.ID, v, r.Targets, r.ReleaseSequence)
+	var after uint64
+	last := ""
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(3 * time.Minute)
+	for i := 0; ; i++ {
+		evs, err := c.RolloutEvents(ctx, r.ID, after)
+		if err != nil {
+			return fmt.Errorf("follow rollout %s: %w", r.ID, err)
+		}
+		for _, ev := range evs {
+			after = ev.Seq
+			if ev.Type != "device" || ev.Phase == "failed" {
+				say("  %s", ev.Message)
+			}
+		}
+		if r, err = c.Rollout(ctx, r.ID); err != nil {
+			return fmt.Errorf("follow rollout %s: %w", r.ID, err)
+		}
+		if line := progressLine(r); line != last {
+			say("  %s", line)
+			last = line
+		}
+		if r.Ended() {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("rollout %s is still %s after 3 minutes: %s", r.ID, r.State, r.Reason)
+		}
+		if i%2 == 1 {
+			if err := pred.roundOf(ctx, agents, say, false, true); err != nil && ctx.Err() == nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+	if r.State != "completed" {
+		return fmt.Errorf("rollout %s ended %s: %s", r.ID, strings.ReplaceAll(r.State, "_", " "), r.Reason)
+	}
+	return nil
+}
+
 // predictor sends one prediction per agent per round and counts them.
 type predictor struct {
 	mu sync.Mutex
@@ -287,7 +334,14 @@ func (p *predictor) total() int {
 
 var classes = []string{"normal", "worn", "failing"}
 
+// round predicts once on each agent. An agent with no model active yet is
+// skipped when the fleet is still being rolled out to (during), and an
+// error otherwise.
 func (p *predictor) round(ctx context.Context, agents []*demoAgent, say func(string, ...any), verbose bool) error {
+	return p.roundOf(ctx, agents, say, verbose, false)
+}
+
+func (p *predictor) roundOf(ctx context.Context, agents []*demoAgent, say func(string, ...any), verbose, during bool) error {
 	p.mu.Lock()
 	if p.r == nil {
 		p.r = rand.New(rand.NewPCG(7, 11))
@@ -299,6 +353,9 @@ func (p *predictor) round(ctx context.Context, agents []*demoAgent, say func(str
 		p.mu.Unlock()
 		body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "sensor readings", "shape": []int{1, 4}, "datatype": "FP32", "data": x}}})
 		resp, err := infer(ctx, a.api+"/v2/models/sensor-classifier/infer", body)
+		if during && errors.Is(err, errNoModel) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("predict on %s: %w", a.id, err)
 		}
@@ -341,6 +398,9 @@ type inferResponse struct {
 	} `json:"outputs"`
 }
 
+// errNoModel: the agent has no model active yet (503).
+var errNoModel = errors.New("no model active yet")
+
 func infer(ctx context.Context, url string, body []byte) (*inferResponse, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -355,6 +415,9 @@ func infer(ctx context.Context, url string, body []byte) (*inferResponse, error)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return nil, fmt.Errorf("%w: %s", errNoModel, strings.TrimSpace(string(data)))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(data)))

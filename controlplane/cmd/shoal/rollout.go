@@ -68,7 +68,14 @@ of them, each with --soak, --timeout, --on-failure and --max-failures.
 Sizes are cumulative. --wait follows the rollout until it ends.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			spec, err := f.spec()
+			if f.file != "" {
+				for _, name := range []string{"model", "version", "selector", "group", "profile", "devices", "stages", "soak", "timeout", "on-failure", "max-failures"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s cannot be combined with -f: the file describes the rollout (only --supersede, --wait and --quiet-devices can)", name)
+					}
+				}
+			}
+			spec, err := f.spec(cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -114,15 +121,12 @@ Sizes are cumulative. --wait follows the rollout until it ends.`,
 }
 
 // spec builds the rollout's JSON form from the file or the flags.
-func (f *rolloutFlags) spec() (any, error) {
+func (f *rolloutFlags) spec(stdin io.Reader) (any, error) {
 	if f.file != "" {
-		if f.model != "" || f.version != "" {
-			return nil, fmt.Errorf("give either -f FILE or --model/--version, not both")
-		}
 		var data []byte
 		var err error
 		if f.file == "-" {
-			data, err = io.ReadAll(os.Stdin)
+			data, err = io.ReadAll(stdin)
 		} else {
 			data, err = os.ReadFile(f.file)
 		}
@@ -133,10 +137,21 @@ func (f *rolloutFlags) spec() (any, error) {
 		if err := yaml.Unmarshal(data, &v); err != nil {
 			return nil, fmt.Errorf("rollout spec %s is neither YAML nor JSON: %w", f.file, err)
 		}
-		if _, ok := v.(map[string]any); !ok {
+		m, ok := v.(map[string]any)
+		if !ok {
 			return nil, fmt.Errorf("rollout spec %s: want a mapping with model, version and stages at the top", f.file)
 		}
-		return v, nil
+		// YAML reads `version: 2` as a number; a version is a name.
+		for _, k := range []string{"model", "version"} {
+			switch x := m[k].(type) {
+			case int, float64:
+				m[k] = fmt.Sprint(x)
+			}
+		}
+		if f.supersede {
+			m["supersede"] = true
+		}
+		return m, nil
 	}
 	if f.model == "" || f.version == "" {
 		return nil, fmt.Errorf("give -f FILE, or both --model and --version")
@@ -385,17 +400,22 @@ func followRollout(ctx context.Context, c *client.Client, o *rootOptions, id str
 // progressLine is one line of a rollout's progress: its stage and phase
 // counts.
 func progressLine(r client.Rollout) string {
+	// Stage sizes are cumulative: count the healthy devices of this
+	// stage and those before it.
 	var stage client.RolloutStage
+	healthy := 0
 	for _, s := range r.Stages {
+		healthy += s.Healthy
 		if s.Name == r.Stage {
 			stage = s
+			break
 		}
 	}
 	phases := make([]string, 0, len(r.Phases))
 	for _, p := range sortedPhaseNames(r.Phases) {
 		phases = append(phases, fmt.Sprintf("%s %d", p, r.Phases[p]))
 	}
-	return fmt.Sprintf("[%s] stage %s %s: %d of %d healthy | %s", r.State, stage.Name, bar(stage.Healthy, max(stage.Size, 1), 20), stage.Healthy, stage.Size, strings.Join(phases, ", "))
+	return fmt.Sprintf("[%s] stage %s %s %d of %d healthy | %s", r.State, stage.Name, bar(healthy, max(stage.Size, 1), 20), healthy, stage.Size, strings.Join(phases, ", "))
 }
 
 // phaseOrder is the order phases are shown in.

@@ -268,7 +268,7 @@ func (s *server) notInRollout(model string, targets []string) error {
 	ids := slices.Sorted(maps.Keys(byRollout))
 	devs := byRollout[ids[0]]
 	slices.Sort(devs)
-	return shoalerr.E(shoalerr.Conflict, "api.deploy", "%d device(s) (%s) are in rollout %s of model %s; pause and abort it, or roll out this version instead (shoal rollout create --supersede)",
+	return shoalerr.E(shoalerr.Conflict, "api.deploy", "%d device(s) (%s) are in rollout %s of model %s; abort it, or roll out this version instead (shoal rollout create --supersede)",
 		len(held), strings.Join(devs[:min(3, len(devs))], ", "), strings.Join(ids, ", "), model)
 }
 

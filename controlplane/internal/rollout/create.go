@@ -46,6 +46,13 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 	if err != nil {
 		return Rollout{}, err
 	}
+	for i := 1; i < len(spec.Stages); i++ {
+		prev, cur := &spec.Stages[i-1], &spec.Stages[i]
+		if cur.size(len(targets)) < prev.size(len(targets)) {
+			return Rollout{}, shoalerr.E(shoalerr.Invalid, op, "stage %q covers %d devices, fewer than stage %q before it (%d); sizes are cumulative, so each stage covers at least as many as the one before",
+				cur.Name, cur.size(len(targets)), prev.Name, prev.size(len(targets)))
+		}
+	}
 	last := spec.Stages[len(spec.Stages)-1]
 	if n := last.size(len(targets)); n < len(targets) {
 		return Rollout{}, shoalerr.E(shoalerr.Invalid, op, "the last stage %q covers %d of the %d devices selected; end with percent: 100 (or narrow the selector)", last.Name, n, len(targets))
@@ -58,7 +65,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 		return Rollout{}, shoalerr.Wrap(err, shoalerr.Internal, op, "read rollout locks")
 	}
 	if len(holders) > 0 && !spec.Supersede {
-		return Rollout{}, shoalerr.E(shoalerr.Conflict, op, "%s; pause and abort it first, or create this rollout with supersede", describeHolders(spec.Model, holders))
+		return Rollout{}, shoalerr.E(shoalerr.Conflict, op, "%s; abort it first, or create this rollout with supersede", describeHolders(spec.Model, holders))
 	}
 
 	env, m, err := e.reg.Manifest(ctx, spec.Model, spec.Version, registry.ManifestOptions{HealthCheck: spec.Health.proto()})

@@ -255,10 +255,13 @@ func TestOfflineDevicesArePendingAndConvergeLater(t *testing.T) {
 	if countPhase(r, PhaseOffline) != 3 || countPhase(r, PhaseHealthy) != 7 || countPhase(r, PhaseFailed) != 0 {
 		t.Fatalf("phases %v; want 7 healthy, 3 offline", r.Phases)
 	}
-	// The canary is two devices seen online; offline devices met on the
-	// way are notified with it, and wait.
-	if c := r.Stages[0]; c.Healthy != 2 || c.Notified != 2+c.Offline {
-		t.Errorf("canary stage %+v; want 2 healthy plus the offline devices before them", c)
+	// The canary is two devices seen online; offline devices were passed
+	// over, and the last stage took them.
+	if c := r.Stages[0]; c.Healthy != 2 || c.Notified != 2 {
+		t.Errorf("canary stage %+v; want 2 devices, both healthy", c)
+	}
+	if a := r.Stages[1]; a.Offline != 3 {
+		t.Errorf("last stage %+v; want the 3 offline devices in it", a)
 	}
 	for _, id := range offline {
 		e.setOnline(id, true)
@@ -273,6 +276,44 @@ func TestOfflineDevicesArePendingAndConvergeLater(t *testing.T) {
 		if e.devs[id].active != "2" {
 			t.Errorf("%s runs %s", id, e.devs[id].active)
 		}
+	}
+}
+
+func TestOfflineDevicesWaitForALaterStage(t *testing.T) {
+	e := newEnv(t, 10)
+	e.deploy("1")
+	for _, id := range []string{"dev-03", "dev-05", "dev-06", "dev-08"} {
+		e.setOnline(id, false)
+	}
+	r := e.create(threeStages(ActionPause))
+	e.step()
+	r = e.get(r.ID)
+	if c := r.Stages[0]; c.Notified != 2 || c.Healthy != 2 {
+		t.Fatalf("canary %+v; want two online devices", c)
+	}
+	// No offline device got the version ahead of the canary's verdict.
+	desired := desiredVersions(t, e)
+	for _, id := range []string{"dev-03", "dev-05", "dev-06", "dev-08"} {
+		if p := phases(r)[id]; p != PhasePending || desired[id] != "1" {
+			t.Errorf("%s during the canary: phase %s, desired %s; want pending on 1", id, p, desired[id])
+		}
+	}
+	// One comes back: the next stage may take it.
+	e.setOnline("dev-05", true)
+	e.clock.Advance(time.Hour)
+	e.step()
+	r = e.get(r.ID)
+	if r.Stage != "half" || r.Stages[1].Healthy != 3 || r.Stages[1].Notified != 3 {
+		t.Fatalf("half: stage %s %+v; want 3 more devices, all online", r.Stage, r.Stages[1])
+	}
+	e.clock.Advance(time.Hour)
+	e.step()
+	r = e.get(r.ID)
+	if r.State != StateCompleted || r.Phases[PhaseOffline] != 3 || r.Phases[PhaseHealthy] != 7 {
+		t.Fatalf("end: %s %v; want completed with the 3 offline devices notified", r.State, r.Phases)
+	}
+	if d := desiredVersions(t, e); d["dev-03"] != "2" {
+		t.Errorf("offline dev-03 desires %s after the last stage; want 2 (it converges on return)", d["dev-03"])
 	}
 }
 

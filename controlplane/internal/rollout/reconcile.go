@@ -90,7 +90,7 @@ func (e *Engine) step(ctx context.Context, id string) error {
 	}
 	p.observe(view, stats)
 	if rec.State == StateRunning {
-		p.checkGates()
+		p.checkGates(view)
 	}
 	if rec.State == StateRunning {
 		if err := p.refreshManifest(ctx); err != nil {
@@ -191,8 +191,11 @@ func (p *pass) observe(view map[string]fleet.Device, stats map[string]versionSta
 		case PhaseFailed, PhaseRolledBack:
 			continue
 		case PhaseRollingBack:
-			if d.Previous != "" && ms.ActiveVersion == d.Previous && ms.Phase == "active" {
+			switch {
+			case d.Previous != "" && ms.ActiveVersion == d.Previous && ms.Phase == "active":
 				p.setPhase(d, PhaseRolledBack, "back on "+d.Previous)
+			case enrolled && ms.DesiredVersion != version && ms.DesiredVersion != d.Previous:
+				p.setPhase(d, PhaseRolledBack, "left alone: a later deployment made "+orNone(ms.DesiredVersion)+" its desired version")
 			}
 			continue
 		}
@@ -273,7 +276,7 @@ func (p *pass) unhealthy(d *deviceRecord, stats map[string]versionStats) string 
 
 // checkGates trips the current stage's failure gate, or passes the stage
 // once its success gate has held for its soak time.
-func (p *pass) checkGates() {
+func (p *pass) checkGates(view map[string]fleet.Device) {
 	st := p.stage()
 	c := p.counts()
 	if tripped, why := failureTripped(st, c); tripped {
@@ -288,7 +291,7 @@ func (p *pass) checkGates() {
 		return
 	}
 	sr := &p.rec.Stages[p.rec.Stage]
-	met := p.full() && c.seen > 0 && float64(c.healthy) >= *st.Success.MinHealthyPercent/100*float64(c.seen)-1e-9
+	met := p.full(view) && c.seen > 0 && float64(c.healthy) >= *st.Success.MinHealthyPercent/100*float64(c.seen)-1e-9
 	switch {
 	case !met && sr.GateMetAt != nil:
 		sr.GateMetAt = nil
@@ -360,18 +363,22 @@ func failedList(devs []*deviceRecord) string {
 }
 
 // full reports whether the current stage has all the devices it needs:
-// its size in devices seen online, or every device.
-func (p *pass) full() bool {
-	seen, unassigned := 0, 0
+// its size in devices seen online, or every device it may take (the
+// online ones; in the last stage, every one).
+func (p *pass) full(view map[string]fleet.Device) bool {
+	seen, left := 0, 0
+	last := p.rec.Stage == len(p.rec.Stages)-1
 	for _, d := range p.devs {
 		switch {
 		case !d.notified():
-			unassigned++
+			if last || view[d.ID].Online {
+				left++
+			}
 		case d.Phase != PhaseOffline:
 			seen++
 		}
 	}
-	return unassigned == 0 || seen >= p.rec.Stages[p.rec.Stage].Size
+	return left == 0 || seen >= p.rec.Stages[p.rec.Stage].Size
 }
 
 // pass ends the current stage and starts the next, or completes the
@@ -398,11 +405,15 @@ func (p *pass) startStage(i int) {
 	t := p.now
 	p.rec.Stages[i] = stageRecord{Size: st.size(p.rec.Targets), StartedAt: &t}
 	p.dirty = true
-	p.event(Event{Type: EventStage, Stage: st.Name, Message: fmt.Sprintf("stage %d of %d: %d devices seen online", i+1, len(p.rec.Stages), p.rec.Stages[i].Size)})
+	p.event(Event{Type: EventStage, Stage: st.Name, Message: fmt.Sprintf("stage %s (%d of %d) started: %d devices in all, counting those before", st.Name, i+1, len(p.rec.Stages), p.rec.Stages[i].Size)})
 }
 
 // assign notifies the next devices in cohort order, up to the stage's
-// size in devices seen online and what its rate allows.
+// size in devices seen online and what its rate allows. Offline devices
+// are passed over and stay pending for a later stage, so that a stage is
+// made of devices that can answer and none installs the version without
+// a gate having judged it; the last stage takes them all, and those
+// still offline converge when they return.
 func (p *pass) assign(view map[string]fleet.Device) {
 	if p.rec.Stages[p.rec.Stage].PassedAt != nil {
 		return
@@ -418,14 +429,15 @@ func (p *pass) assign(view map[string]fleet.Device) {
 		}
 	}
 	budget := st.allowed(p.now.Sub(*sr.StartedAt)) - inStage
+	last := p.rec.Stage == len(p.rec.Stages)-1
 	for _, d := range p.devs {
 		if seen >= sr.Size || budget <= 0 {
 			return
 		}
-		if d.notified() {
+		dev := view[d.ID]
+		if d.notified() || (!dev.Online && !last) {
 			continue
 		}
-		dev := view[d.ID]
 		t := p.now
 		d.Stage, d.NotifiedAt = p.rec.Stage, &t
 		d.Previous = modelState(dev, p.rec.Spec.Model).ActiveVersion
@@ -572,6 +584,13 @@ func (p *pass) act(ctx context.Context, view map[string]fleet.Device) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "no version"
+	}
+	return v
 }
 
 // setPhase changes a device's phase, with an event.

@@ -79,8 +79,8 @@ const (
 
 // Device phases within a rollout.
 const (
-	PhasePending     = "pending"     // its stage has not started
-	PhaseOffline     = "offline"     // notified, not seen online since
+	PhasePending     = "pending"     // not notified yet (no stage has taken it, or it was offline when one would have)
+	PhaseOffline     = "offline"     // notified by the last stage while offline; converges when it returns
 	PhaseNotified    = "notified"    // desired state sent; the device has not started on it
 	PhaseDownloading = "downloading" // fetching the artifact
 	PhaseVerifying   = "verifying"   // digest, signature, self-test, activation

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"time"
 
@@ -50,8 +51,9 @@ type Stage struct {
 	Name string `json:"name"`
 	// Count or Percent (of the targeted devices) is the stage's
 	// cumulative size: it is full once that many devices have been
-	// notified and seen online. Offline devices met on the way are
-	// notified too (they converge when they return) but do not count.
+	// notified and seen online. Offline devices are passed over (they
+	// stay pending); the last stage takes every device, and those still
+	// offline converge when they return.
 	Count   int     `json:"count,omitempty"`
 	Percent float64 `json:"percent,omitempty"`
 	// Soak is how long the success gate must hold before the next stage
@@ -150,13 +152,15 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 // UnmarshalJSON reads a Go duration string ("30s", "1h30m").
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	// An UnmarshalTypeError lets encoding/json name the field.
+	bad := &json.UnmarshalTypeError{Value: fmt.Sprintf("%s (want a duration such as \"30s\" or \"2h\")", b), Type: reflect.TypeFor[Duration]()}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration such as \"30s\" or \"2h\", not %s", b)
+		return bad
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("want a duration such as \"30s\" or \"2h\", not %q", s)
+		return bad
 	}
 	*d = Duration(v)
 	return nil
