@@ -545,6 +545,10 @@ func (cp *ControlPlane) metrics() []procstats.Metric {
 		c("shoal_device_messages_rejected_total", "Reported-state and status messages dropped: malformed, too large, unknown device, or not stored.",
 			d.BadTopic+d.TooLarge+d.Malformed+d.BadSchema+d.WrongDevice+d.UnknownDevice+d.StoreErrors),
 	}
+	rs := cp.rollouts.Stats()
+	m = append(m,
+		c("shoal_rollout_passes_total", "Passes of the rollout engine over the running rollouts.", rs.Passes),
+		procstats.Metric{Name: "shoal_rollout_pass_seconds_total", Help: "Time spent in rollout engine passes.", Kind: procstats.Counter, Value: rs.PassTime.Seconds()})
 	if cp.embedded != nil {
 		b := cp.embedded.Stats()
 		m = append(m, c("shoal_mqtt_refused_total", "MQTT connects, publishes and subscriptions the embedded broker refused.",

@@ -28,6 +28,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
+	"github.com/shoalfleet/shoal/controlplane/internal/rollout"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
@@ -89,17 +90,20 @@ const (
 )
 
 // env is the API over real parts: Badger in a temp dir, the registry with
-// ONNX Runtime, the fleet and monitor, and the embedded MQTT broker.
+// ONNX Runtime, the fleet and monitor, the rollout engine (its passes run
+// only when a request calls for them: no background loop), and the
+// embedded MQTT broker.
 type env struct {
-	t      *testing.T
-	srv    *httptest.Server
-	reg    *registry.Registry
-	fleet  *fleet.Service
-	mon    *monitor.Monitor
-	bus    *broker.Embedded
-	signer *trust.Signer
-	scheme topics.Scheme
-	logs   *lockedBuffer
+	t        *testing.T
+	srv      *httptest.Server
+	reg      *registry.Registry
+	fleet    *fleet.Service
+	mon      *monitor.Monitor
+	rollouts *rollout.Engine
+	bus      *broker.Embedded
+	signer   *trust.Signer
+	scheme   topics.Scheme
+	logs     *lockedBuffer
 }
 
 // newEnv starts the API; wrap, if given, replaces the registry the API
@@ -136,6 +140,7 @@ func newEnv(t *testing.T, wrap ...func(Registry) Registry) *env {
 	e.fleet = fleet.New(st, e.bus, e.scheme, log, time.Now)
 	auth.set(e.fleet)
 	e.mon = monitor.New(st, e.bus, e.scheme, log, time.Now)
+	e.rollouts = rollout.New(st, e.fleet, reg, e.mon, log, time.Now)
 
 	var r Registry = reg
 	for _, w := range wrap {
@@ -145,6 +150,7 @@ func newEnv(t *testing.T, wrap ...func(Registry) Registry) *env {
 		Registry:     r,
 		Fleet:        e.fleet,
 		Monitor:      e.mon,
+		Rollouts:     e.rollouts,
 		PublicKeyPEM: signer.PublicKeyPEM(),
 		TopicPrefix:  testPrefix,
 		BrokerURL:    func() string { return testBrokerURL },

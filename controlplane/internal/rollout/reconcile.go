@@ -24,6 +24,11 @@ import (
 func (e *Engine) Reconcile(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	start := time.Now()
+	defer func() {
+		e.passes.Add(1)
+		e.passNanos.Add(uint64(time.Since(start)))
+	}()
 	var ids []string
 	err := e.st.View(func(tx store.Tx) error {
 		return tx.Scan([]byte(recordPrefix), func(k, v []byte) error {

@@ -27,6 +27,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
@@ -117,6 +118,20 @@ type Engine struct {
 	// mu serialises passes, creations and operator commands: the
 	// engine is the only writer of its keys.
 	mu sync.Mutex
+
+	passes    atomic.Uint64
+	passNanos atomic.Uint64
+}
+
+// Stats are the engine's counters since it started.
+type Stats struct {
+	Passes   uint64        // Reconcile passes run
+	PassTime time.Duration // their total duration
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{Passes: e.passes.Load(), PassTime: time.Duration(e.passNanos.Load())}
 }
 
 // New returns an Engine. now may be nil (time.Now).
