@@ -44,6 +44,7 @@ type options struct {
 	agents  int
 	shoal   string
 	dataDir string
+	hidden  int
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.IntVar(&o.agents, "agents", 1000, "agents to run in this process")
 	flag.StringVar(&o.shoal, "shoal", "", "shoal binary (default: go build one)")
 	flag.StringVar(&o.dataDir, "data-dir", "", "work directory (default: a temporary one, removed at the end)")
+	flag.IntVar(&o.hidden, "hidden", 16, "hidden layer width of the model: 16 is about 1 KB; 700 (two layers) about 2 MB")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -177,7 +179,11 @@ func run(ctx context.Context, o options) error {
 	logf("%d agents enrolled and online in %s", o.agents, time.Since(startT).Round(time.Millisecond))
 
 	for v := 1; v <= 2; v++ {
-		data, err := onnxbuild.MLP(onnxbuild.MLPSpec{Name: "bench", Input: "x", Layers: onnxbuild.RandomLayers(uint64(v), 4, 16, 3), Classifier: true})
+		sizes := []int{4, o.hidden, 3}
+		if o.hidden > 64 {
+			sizes = []int{4, o.hidden, o.hidden, 3}
+		}
+		data, err := onnxbuild.MLP(onnxbuild.MLPSpec{Name: "bench", Input: "x", Layers: onnxbuild.RandomLayers(uint64(v), sizes...), Classifier: true})
 		if err != nil {
 			return err
 		}
