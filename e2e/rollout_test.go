@@ -47,6 +47,7 @@ type rolloutFleet struct {
 	cp     *controltest.Server
 	agents []*fleetAgent
 	byID   map[string]*fleetAgent
+	mu     sync.Mutex // guards cfgs
 	cfgs   map[string]agent.Config
 }
 
@@ -99,6 +100,8 @@ func newRolloutFleetOf(t *testing.T, n int, processes bool) *rolloutFleet {
 // start runs agent id; its config is kept so that it can be started
 // again on the same data directory.
 func (f *rolloutFleet) start(id string, mutate ...func(*agent.Config)) *fleetAgent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	cfg, ok := f.cfgs[id]
 	if !ok {
 		cfg = agent.Config{

@@ -229,6 +229,8 @@ func startProc(t *testing.T, name, logPath, bin string, env []string, args ...st
 		}
 		if log := p.Output(); strings.Contains(log, "WARNING: DATA RACE") || strings.Contains(log, "\npanic: ") {
 			t.Errorf("%s: data race or panic in its log %s:\n%s", p.Name, p.Log, log)
+		} else if t.Failed() {
+			t.Logf("%s: end of its log:\n%s", p.Name, p.Tail(4000))
 		}
 	})
 	return p

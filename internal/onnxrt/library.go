@@ -78,7 +78,10 @@ func Init(flagPath string) (string, error) {
 			}
 		}
 		ort.SetSharedLibraryPath(c.path)
-		if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		// Fatal only: every error ORT has is also returned as a Go error,
+		// which callers log through slog (rate-limited); ORT's own error
+		// lines would go to stderr once per failed run, unbounded.
+		if err := ort.InitializeEnvironment(ort.WithLogLevelFatal()); err != nil {
 			tried = append(tried, fmt.Sprintf("  %s (%s): %v", c.path, c.from, err))
 			continue
 		}
