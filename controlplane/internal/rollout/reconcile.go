@@ -307,7 +307,7 @@ func (p *pass) checkGates(view map[string]fleet.Device) {
 		p.dirty = true
 	}
 	if met && p.now.Sub(*sr.GateMetAt) >= st.Soak.D() {
-		p.pass(fmt.Sprintf("%d of %d devices seen healthy, soaked %s", c.healthy, c.seen, st.Soak))
+		p.pass(fmt.Sprintf("%d of %s seen healthy, soaked %s", c.healthy, plural(c.seen, "device"), st.Soak))
 	}
 }
 
@@ -396,8 +396,11 @@ func (p *pass) pass(why string) {
 	p.event(Event{Type: EventStagePassed, Stage: p.stage().Name, Message: why})
 	if p.rec.Stage == len(p.rec.Stages)-1 {
 		p.end(StateCompleted, "")
-		p.event(Event{Type: EventCompleted, Message: fmt.Sprintf("every stage passed; %s %s is on %d of %d devices, the rest converge when they come online",
-			p.rec.Spec.Model, p.rec.Spec.Version, p.counts().healthy, p.rec.Targets)})
+		msg := fmt.Sprintf("every stage passed; %s %s is healthy on %d of %d devices", p.rec.Spec.Model, p.rec.Spec.Version, p.counts().healthy, p.rec.Targets)
+		if c := p.counts(); c.offline > 0 {
+			msg += fmt.Sprintf("; %s offline converge when they return", plural(c.offline, "device"))
+		}
+		p.event(Event{Type: EventCompleted, Message: msg})
 		return
 	}
 	p.startStage(p.rec.Stage + 1)
@@ -410,7 +413,7 @@ func (p *pass) startStage(i int) {
 	t := p.now
 	p.rec.Stages[i] = stageRecord{Size: st.size(p.rec.Targets), StartedAt: &t}
 	p.dirty = true
-	p.event(Event{Type: EventStage, Stage: st.Name, Message: fmt.Sprintf("stage %s (%d of %d) started: %d devices in all, counting those before", st.Name, i+1, len(p.rec.Stages), p.rec.Stages[i].Size)})
+	p.event(Event{Type: EventStage, Stage: st.Name, Message: fmt.Sprintf("stage %s (%d of %d) started: %s in all, counting those before", st.Name, i+1, len(p.rec.Stages), plural(p.rec.Stages[i].Size, "device"))})
 }
 
 // assign notifies the next devices in cohort order, up to the stage's
@@ -589,6 +592,14 @@ func (p *pass) act(ctx context.Context, view map[string]fleet.Device) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// plural is "1 device", "2 devices".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func orNone(v string) string {
