@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ type options struct {
 	shoal   string
 	dataDir string
 	hidden  int
+	profile string
 }
 
 func main() {
@@ -53,6 +55,7 @@ func main() {
 	flag.StringVar(&o.shoal, "shoal", "", "shoal binary (default: go build one)")
 	flag.StringVar(&o.dataDir, "data-dir", "", "work directory (default: a temporary one, removed at the end)")
 	flag.IntVar(&o.hidden, "hidden", 16, "hidden layer width of the model: 16 is about 1 KB; 700 (two layers) about 2 MB")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of this process (the agents) during the rollouts to this file")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -178,6 +181,17 @@ func run(ctx context.Context, o options) error {
 	}
 	logf("%d agents enrolled and online in %s", o.agents, time.Since(startT).Round(time.Millisecond))
 
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for v := 1; v <= 2; v++ {
 		sizes := []int{4, o.hidden, 3}
 		if o.hidden > 64 {

@@ -78,11 +78,15 @@ func Load(path string, ref Ref, opts onnxrt.Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", ref, err)
 	}
-	return Open(data, ref, opts)
+	return openWith(data, ref, func() (*onnxrt.Session, error) { return onnxrt.OpenFileData(path, data, opts) })
 }
 
 // Open is Load for model bytes already in memory.
 func Open(data []byte, ref Ref, opts onnxrt.Options) (*Model, error) {
+	return openWith(data, ref, func() (*onnxrt.Session, error) { return onnxrt.Open(data, opts) })
+}
+
+func openWith(data []byte, ref Ref, session func() (*onnxrt.Session, error)) (*Model, error) {
 	if ref.Name == "" {
 		return nil, errors.New("load model: the model name is empty")
 	}
@@ -92,7 +96,7 @@ func Open(data []byte, ref Ref, opts onnxrt.Options) (*Model, error) {
 			return nil, fmt.Errorf("load model %s: the file's sha256 is %s; the manifest says %s", ref, got, ref.SHA256)
 		}
 	}
-	sess, err := onnxrt.Open(data, opts)
+	sess, err := session()
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", ref, err)
 	}
