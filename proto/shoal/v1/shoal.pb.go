@@ -236,8 +236,9 @@ type DeploymentManifest struct {
 	// expires_at_unix_ms bounds how long the manifest may be applied (freeze
 	// attacks); 0 is never valid.
 	ExpiresAtUnixMs int64 `protobuf:"varint,12,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
-	// reference_profile is the training-data profile used for drift
-	// statistics (filled by the training issue; opaque here).
+	// reference_profile is the training data's profile: a ReferenceProfile
+	// (protobuf), whose bin edges the agent bins live inputs and outputs
+	// with. Empty: the agent sends no data statistics for this version.
 	ReferenceProfile []byte `protobuf:"bytes,13,opt,name=reference_profile,json=referenceProfile,proto3" json:"reference_profile,omitempty"`
 	// health_check says when the agent reports this version healthy once it
 	// is active; unset uses the agent's defaults.
@@ -1418,6 +1419,179 @@ func (x *FeatureStats) GetM2() float64 {
 }
 
 // StatsReport is published on shoal/v1/d/{id}/stats.
+// ReferenceProfile describes the data a model version was trained on
+// (DESIGN §7). Inputs are the columns of the model input named
+// input_name, a [batch, features] tensor; outputs are the columns of
+// output_name ([batch] class labels for a classifier, [batch, k] values
+// for a regressor).
+type ReferenceProfile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	InputName     string                 `protobuf:"bytes,2,opt,name=input_name,json=inputName,proto3" json:"input_name,omitempty"`
+	OutputName    string                 `protobuf:"bytes,3,opt,name=output_name,json=outputName,proto3" json:"output_name,omitempty"`
+	Inputs        []*FeatureProfile      `protobuf:"bytes,4,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	Outputs       []*FeatureProfile      `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	// rows: how many training rows the profile was made from.
+	Rows          uint64 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferenceProfile) Reset() {
+	*x = ReferenceProfile{}
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferenceProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferenceProfile) ProtoMessage() {}
+
+func (x *ReferenceProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferenceProfile.ProtoReflect.Descriptor instead.
+func (*ReferenceProfile) Descriptor() ([]byte, []int) {
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReferenceProfile) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *ReferenceProfile) GetInputName() string {
+	if x != nil {
+		return x.InputName
+	}
+	return ""
+}
+
+func (x *ReferenceProfile) GetOutputName() string {
+	if x != nil {
+		return x.OutputName
+	}
+	return ""
+}
+
+func (x *ReferenceProfile) GetInputs() []*FeatureProfile {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *ReferenceProfile) GetOutputs() []*FeatureProfile {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *ReferenceProfile) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// FeatureProfile is one column's reference: its bin edges and the
+// training data's statistics binned with them.
+type FeatureProfile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// edges are the cut points between bins, ascending: bin 0 is
+	// (-inf, edges[0]), bin i is [edges[i-1], edges[i]), the last bin is
+	// [edges[n-1], +inf); so there are len(edges)+1 bins. Empty when
+	// categorical.
+	Edges []float64 `protobuf:"fixed64,2,rep,packed,name=edges,proto3" json:"edges,omitempty"`
+	// categorical: values are class indexes 0..classes-1, one bin each.
+	Categorical   bool          `protobuf:"varint,3,opt,name=categorical,proto3" json:"categorical,omitempty"`
+	Classes       uint32        `protobuf:"varint,4,opt,name=classes,proto3" json:"classes,omitempty"`
+	Reference     *FeatureStats `protobuf:"bytes,5,opt,name=reference,proto3" json:"reference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureProfile) Reset() {
+	*x = FeatureProfile{}
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureProfile) ProtoMessage() {}
+
+func (x *FeatureProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureProfile.ProtoReflect.Descriptor instead.
+func (*FeatureProfile) Descriptor() ([]byte, []int) {
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FeatureProfile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FeatureProfile) GetEdges() []float64 {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *FeatureProfile) GetCategorical() bool {
+	if x != nil {
+		return x.Categorical
+	}
+	return false
+}
+
+func (x *FeatureProfile) GetClasses() uint32 {
+	if x != nil {
+		return x.Classes
+	}
+	return 0
+}
+
+func (x *FeatureProfile) GetReference() *FeatureStats {
+	if x != nil {
+		return x.Reference
+	}
+	return nil
+}
+
 type StatsReport struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	SchemaVersion     uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
@@ -1435,7 +1609,7 @@ type StatsReport struct {
 
 func (x *StatsReport) Reset() {
 	*x = StatsReport{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1621,7 @@ func (x *StatsReport) String() string {
 func (*StatsReport) ProtoMessage() {}
 
 func (x *StatsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1634,7 @@ func (x *StatsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReport.ProtoReflect.Descriptor instead.
 func (*StatsReport) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatsReport) GetSchemaVersion() uint32 {
@@ -1541,7 +1715,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1727,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1740,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ack) GetSchemaVersion() uint32 {
@@ -1619,7 +1793,7 @@ type DeviceStatus struct {
 
 func (x *DeviceStatus) Reset() {
 	*x = DeviceStatus{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1805,7 @@ func (x *DeviceStatus) String() string {
 func (*DeviceStatus) ProtoMessage() {}
 
 func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1818,7 @@ func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceStatus.ProtoReflect.Descriptor instead.
 func (*DeviceStatus) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeviceStatus) GetSchemaVersion() uint32 {
@@ -1805,7 +1979,22 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x03min\x18\x06 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\a \x01(\x01R\x03max\x12\x12\n" +
 	"\x04mean\x18\b \x01(\x01R\x04mean\x12\x0e\n" +
-	"\x02m2\x18\t \x01(\x01R\x02m2\"\xe7\x02\n" +
+	"\x02m2\x18\t \x01(\x01R\x02m2\"\xf3\x01\n" +
+	"\x10ReferenceProfile\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1d\n" +
+	"\n" +
+	"input_name\x18\x02 \x01(\tR\tinputName\x12\x1f\n" +
+	"\voutput_name\x18\x03 \x01(\tR\n" +
+	"outputName\x120\n" +
+	"\x06inputs\x18\x04 \x03(\v2\x18.shoal.v1.FeatureProfileR\x06inputs\x122\n" +
+	"\aoutputs\x18\x05 \x03(\v2\x18.shoal.v1.FeatureProfileR\aoutputs\x12\x12\n" +
+	"\x04rows\x18\x06 \x01(\x04R\x04rows\"\xac\x01\n" +
+	"\x0eFeatureProfile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05edges\x18\x02 \x03(\x01R\x05edges\x12 \n" +
+	"\vcategorical\x18\x03 \x01(\bR\vcategorical\x12\x18\n" +
+	"\aclasses\x18\x04 \x01(\rR\aclasses\x124\n" +
+	"\treference\x18\x05 \x01(\v2\x16.shoal.v1.FeatureStatsR\treference\"\xe7\x02\n" +
 	"\vStatsReport\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x10\n" +
@@ -1858,7 +2047,7 @@ func file_proto_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_proto_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_proto_shoal_v1_shoal_proto_goTypes = []any{
 	(Phase)(0),                 // 0: shoal.v1.Phase
 	(Stream)(0),                // 1: shoal.v1.Stream
@@ -1876,9 +2065,11 @@ var file_proto_shoal_v1_shoal_proto_goTypes = []any{
 	(*DropReport)(nil),         // 13: shoal.v1.DropReport
 	(*TelemetryBatch)(nil),     // 14: shoal.v1.TelemetryBatch
 	(*FeatureStats)(nil),       // 15: shoal.v1.FeatureStats
-	(*StatsReport)(nil),        // 16: shoal.v1.StatsReport
-	(*Ack)(nil),                // 17: shoal.v1.Ack
-	(*DeviceStatus)(nil),       // 18: shoal.v1.DeviceStatus
+	(*ReferenceProfile)(nil),   // 16: shoal.v1.ReferenceProfile
+	(*FeatureProfile)(nil),     // 17: shoal.v1.FeatureProfile
+	(*StatsReport)(nil),        // 18: shoal.v1.StatsReport
+	(*Ack)(nil),                // 19: shoal.v1.Ack
+	(*DeviceStatus)(nil),       // 20: shoal.v1.DeviceStatus
 }
 var file_proto_shoal_v1_shoal_proto_depIdxs = []int32{
 	5,  // 0: shoal.v1.DeploymentManifest.artifact:type_name -> shoal.v1.Artifact
@@ -1896,14 +2087,17 @@ var file_proto_shoal_v1_shoal_proto_depIdxs = []int32{
 	0,  // 12: shoal.v1.ReportedState.phase:type_name -> shoal.v1.Phase
 	12, // 13: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
 	13, // 14: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
-	15, // 15: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
-	15, // 16: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
-	1,  // 17: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	17, // 15: shoal.v1.ReferenceProfile.inputs:type_name -> shoal.v1.FeatureProfile
+	17, // 16: shoal.v1.ReferenceProfile.outputs:type_name -> shoal.v1.FeatureProfile
+	15, // 17: shoal.v1.FeatureProfile.reference:type_name -> shoal.v1.FeatureStats
+	15, // 18: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
+	15, // 19: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
+	1,  // 20: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_proto_shoal_v1_shoal_proto_init() }
@@ -1917,7 +2111,7 @@ func file_proto_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_shoal_v1_shoal_proto_rawDesc), len(file_proto_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
