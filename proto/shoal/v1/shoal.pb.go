@@ -1418,7 +1418,6 @@ func (x *FeatureStats) GetM2() float64 {
 	return 0
 }
 
-// StatsReport is published on shoal/v1/d/{id}/stats.
 // ReferenceProfile describes the data a model version was trained on
 // (DESIGN §7). Inputs are the columns of the model input named
 // input_name, a [batch, features] tensor; outputs are the columns of
@@ -1592,6 +1591,7 @@ func (x *FeatureProfile) GetReference() *FeatureStats {
 	return nil
 }
 
+// StatsReport is published on shoal/v1/d/{id}/stats.
 type StatsReport struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	SchemaVersion     uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
