@@ -29,19 +29,7 @@ func (e *Engine) Reconcile(ctx context.Context) error {
 		e.passes.Add(1)
 		e.passNanos.Add(uint64(time.Since(start)))
 	}()
-	var ids []string
-	err := e.st.View(func(tx store.Tx) error {
-		return tx.Scan([]byte(recordPrefix), func(k, v []byte) error {
-			var rec record
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode %s: %w", k, err)
-			}
-			if !(ended(rec.State) && rec.Settled) {
-				ids = append(ids, rec.ID)
-			}
-			return nil
-		})
-	})
+	ids, err := e.rolloutIDs(func(rec *record) bool { return !(ended(rec.State) && rec.Settled) })
 	if err != nil {
 		return fmt.Errorf("rollout: list rollouts: %w", err)
 	}
@@ -59,6 +47,24 @@ func (e *Engine) Reconcile(ctx context.Context) error {
 
 func (e *Engine) newPass(rec *record, devs []*deviceRecord) *pass {
 	return &pass{e: e, rec: rec, devs: devs, now: e.now(), changed: map[string]bool{}}
+}
+
+// rolloutIDs returns the ids of the stored rollouts keep accepts.
+func (e *Engine) rolloutIDs(keep func(*record) bool) ([]string, error) {
+	var ids []string
+	err := e.st.View(func(tx store.Tx) error {
+		return tx.Scan([]byte(recordPrefix), func(k, v []byte) error {
+			var rec record
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode %s: %w", k, err)
+			}
+			if keep(&rec) {
+				ids = append(ids, rec.ID)
+			}
+			return nil
+		})
+	})
+	return ids, err
 }
 
 // pass is one step of one rollout: what it read, and what it decided.

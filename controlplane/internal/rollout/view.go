@@ -80,19 +80,7 @@ func (e *Engine) List(ctx context.Context, model string) ([]Rollout, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var ids []string
-	err := e.st.View(func(tx store.Tx) error {
-		return tx.Scan([]byte(recordPrefix), func(k, v []byte) error {
-			var rec record
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode %s: %w", k, err)
-			}
-			if model == "" || rec.Spec.Model == model {
-				ids = append(ids, rec.ID)
-			}
-			return nil
-		})
-	})
+	ids, err := e.rolloutIDs(func(rec *record) bool { return model == "" || rec.Spec.Model == model })
 	if err != nil {
 		return nil, shoalerr.Wrap(err, shoalerr.Internal, "rollout.List", "read rollouts")
 	}
