@@ -1016,13 +1016,23 @@ type TelemetryRecord struct {
 	Predictions       uint64                 `protobuf:"varint,6,opt,name=predictions,proto3" json:"predictions,omitempty"`
 	Errors            uint64                 `protobuf:"varint,7,opt,name=errors,proto3" json:"errors,omitempty"`
 	// latency in microseconds over the window.
-	LatencySumUs  uint64 `protobuf:"varint,8,opt,name=latency_sum_us,json=latencySumUs,proto3" json:"latency_sum_us,omitempty"`
-	LatencyMaxUs  uint64 `protobuf:"varint,9,opt,name=latency_max_us,json=latencyMaxUs,proto3" json:"latency_max_us,omitempty"`
-	LatencyP50Us  uint64 `protobuf:"varint,10,opt,name=latency_p50_us,json=latencyP50Us,proto3" json:"latency_p50_us,omitempty"`
-	LatencyP95Us  uint64 `protobuf:"varint,11,opt,name=latency_p95_us,json=latencyP95Us,proto3" json:"latency_p95_us,omitempty"`
-	LatencyP99Us  uint64 `protobuf:"varint,12,opt,name=latency_p99_us,json=latencyP99Us,proto3" json:"latency_p99_us,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LatencySumUs uint64 `protobuf:"varint,8,opt,name=latency_sum_us,json=latencySumUs,proto3" json:"latency_sum_us,omitempty"`
+	LatencyMaxUs uint64 `protobuf:"varint,9,opt,name=latency_max_us,json=latencyMaxUs,proto3" json:"latency_max_us,omitempty"`
+	LatencyP50Us uint64 `protobuf:"varint,10,opt,name=latency_p50_us,json=latencyP50Us,proto3" json:"latency_p50_us,omitempty"`
+	LatencyP95Us uint64 `protobuf:"varint,11,opt,name=latency_p95_us,json=latencyP95Us,proto3" json:"latency_p95_us,omitempty"`
+	LatencyP99Us uint64 `protobuf:"varint,12,opt,name=latency_p99_us,json=latencyP99Us,proto3" json:"latency_p99_us,omitempty"`
+	// Data statistics (DESIGN §7) of the inputs and outputs of this model
+	// version, binned with its manifest's reference profile, over
+	// [stats_window_start_unix_ms, window_end_unix_ms): set on the record
+	// that closes a statistics window (which may span several telemetry
+	// windows), empty otherwise or when the version has no profile. They
+	// ride in the telemetry record to share its delivery: outbox, sequence
+	// numbers, de-duplication and acks end to end.
+	InputStats             []*FeatureStats `protobuf:"bytes,13,rep,name=input_stats,json=inputStats,proto3" json:"input_stats,omitempty"`
+	OutputStats            []*FeatureStats `protobuf:"bytes,14,rep,name=output_stats,json=outputStats,proto3" json:"output_stats,omitempty"`
+	StatsWindowStartUnixMs int64           `protobuf:"varint,15,opt,name=stats_window_start_unix_ms,json=statsWindowStartUnixMs,proto3" json:"stats_window_start_unix_ms,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *TelemetryRecord) Reset() {
@@ -1135,6 +1145,27 @@ func (x *TelemetryRecord) GetLatencyP95Us() uint64 {
 func (x *TelemetryRecord) GetLatencyP99Us() uint64 {
 	if x != nil {
 		return x.LatencyP99Us
+	}
+	return 0
+}
+
+func (x *TelemetryRecord) GetInputStats() []*FeatureStats {
+	if x != nil {
+		return x.InputStats
+	}
+	return nil
+}
+
+func (x *TelemetryRecord) GetOutputStats() []*FeatureStats {
+	if x != nil {
+		return x.OutputStats
+	}
+	return nil
+}
+
+func (x *TelemetryRecord) GetStatsWindowStartUnixMs() int64 {
+	if x != nil {
+		return x.StatsWindowStartUnixMs
 	}
 	return 0
 }
@@ -1936,7 +1967,7 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x18\n" +
 	"\aprofile\x18\a \x01(\tR\aprofile\x12#\n" +
 	"\ragent_version\x18\b \x01(\tR\fagentVersion\x12-\n" +
-	"\x13reported_at_unix_ms\x18\t \x01(\x03R\x10reportedAtUnixMs\"\xbd\x03\n" +
+	"\x13reported_at_unix_ms\x18\t \x01(\x03R\x10reportedAtUnixMs\"\xed\x04\n" +
 	"\x0fTelemetryRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
@@ -1951,7 +1982,11 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x0elatency_p50_us\x18\n" +
 	" \x01(\x04R\flatencyP50Us\x12$\n" +
 	"\x0elatency_p95_us\x18\v \x01(\x04R\flatencyP95Us\x12$\n" +
-	"\x0elatency_p99_us\x18\f \x01(\x04R\flatencyP99Us\"\x9e\x01\n" +
+	"\x0elatency_p99_us\x18\f \x01(\x04R\flatencyP99Us\x127\n" +
+	"\vinput_stats\x18\r \x03(\v2\x16.shoal.v1.FeatureStatsR\n" +
+	"inputStats\x129\n" +
+	"\foutput_stats\x18\x0e \x03(\v2\x16.shoal.v1.FeatureStatsR\voutputStats\x12:\n" +
+	"\x1astats_window_start_unix_ms\x18\x0f \x01(\x03R\x16statsWindowStartUnixMs\"\x9e\x01\n" +
 	"\n" +
 	"DropReport\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1b\n" +
@@ -2085,19 +2120,21 @@ var file_proto_shoal_v1_shoal_proto_depIdxs = []int32{
 	0,  // 10: shoal.v1.ModelStatus.phase:type_name -> shoal.v1.Phase
 	10, // 11: shoal.v1.ReportedState.models:type_name -> shoal.v1.ModelStatus
 	0,  // 12: shoal.v1.ReportedState.phase:type_name -> shoal.v1.Phase
-	12, // 13: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
-	13, // 14: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
-	17, // 15: shoal.v1.ReferenceProfile.inputs:type_name -> shoal.v1.FeatureProfile
-	17, // 16: shoal.v1.ReferenceProfile.outputs:type_name -> shoal.v1.FeatureProfile
-	15, // 17: shoal.v1.FeatureProfile.reference:type_name -> shoal.v1.FeatureStats
-	15, // 18: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
-	15, // 19: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
-	1,  // 20: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	15, // 13: shoal.v1.TelemetryRecord.input_stats:type_name -> shoal.v1.FeatureStats
+	15, // 14: shoal.v1.TelemetryRecord.output_stats:type_name -> shoal.v1.FeatureStats
+	12, // 15: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
+	13, // 16: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
+	17, // 17: shoal.v1.ReferenceProfile.inputs:type_name -> shoal.v1.FeatureProfile
+	17, // 18: shoal.v1.ReferenceProfile.outputs:type_name -> shoal.v1.FeatureProfile
+	15, // 19: shoal.v1.FeatureProfile.reference:type_name -> shoal.v1.FeatureStats
+	15, // 20: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
+	15, // 21: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
+	1,  // 22: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_proto_shoal_v1_shoal_proto_init() }
