@@ -26,7 +26,8 @@ const (
 // Config configures a control plane. Only DataDir is required.
 type Config struct {
 	// DataDir holds the store (DataDir/store), the artifacts
-	// (DataDir/artifacts) and the signing key (DataDir/signing-key.pem).
+	// (DataDir/artifacts), the datasets' CSV files (DataDir/datasets) and
+	// the signing key (DataDir/signing-key.pem).
 	DataDir string
 	// HTTPAddr is the API's listen address (default DefaultHTTPAddr); port
 	// 0 picks a free port (HTTPAddr on the ControlPlane tells which).

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoalfleet/shoal/controlplane/internal/api"
 	"github.com/shoalfleet/shoal/controlplane/internal/broker"
+	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
@@ -65,6 +66,7 @@ type ControlPlane struct {
 	store    *badgerstore.Store
 	signer   *trust.Signer
 	registry *registry.Registry
+	datasets *dataset.Store
 	fleet    *fleet.Service
 	monitor  *monitor.Monitor
 	rollouts *rollout.Engine
@@ -131,6 +133,12 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 	}
 	cp.log.Info("registry ready", "component", "registry", "artifacts", blobDir)
 
+	datasetDir := filepath.Join(cfg.DataDir, "datasets")
+	cp.datasets, err = dataset.NewStore(cp.store, datasetDir, cp.log.With("component", "dataset"), cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+
 	// The embedded broker asks the fleet for device credentials, and the
 	// fleet publishes through the broker: the broker gets a forwarder that
 	// the fleet is plugged into once it exists, before anything listens.
@@ -148,6 +156,7 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		Fleet:        cp.fleet,
 		Monitor:      cp.monitor,
 		Rollouts:     cp.rollouts,
+		Datasets:     cp.datasets,
 		PublicKeyPEM: cp.signer.PublicKeyPEM(),
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,

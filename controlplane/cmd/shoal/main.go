@@ -66,6 +66,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newServeCmd,
 		newDemoCmd,
 		newModelCmd,
+		newDatasetCmd,
 		newDeployCmd,
 		newDevicesCmd,
 		newTokenCmd,

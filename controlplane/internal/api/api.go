@@ -64,6 +64,9 @@ type Deps struct {
 	// Rollouts runs staged rollouts; nil leaves the rollout routes out
 	// (and direct deployments unchecked against them).
 	Rollouts Rollouts
+	// Datasets keeps uploaded CSV datasets; nil leaves the dataset routes
+	// out.
+	Datasets Datasets
 	// PublicKeyPEM is the trust root agents pin at enrollment.
 	PublicKeyPEM []byte
 	// TopicPrefix is the MQTT topic prefix agents are told at enrollment.
@@ -122,6 +125,15 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 		r.GET("/api/v1/rollouts/:id", s.getRollout)
 		r.GET("/api/v1/rollouts/:id/events", s.rolloutEvents)
 		r.POST("/api/v1/rollouts/:id/:action", s.rolloutAction)
+	}
+
+	if deps.Datasets != nil {
+		r.POST("/api/v1/datasets", s.pushDataset)
+		r.GET("/api/v1/datasets", s.listDatasets)
+		r.GET("/api/v1/datasets/:name", s.getDataset)
+		r.GET("/api/v1/datasets/:name/versions/:version", s.getDatasetVersion)
+		r.GET("/api/v1/datasets/:name/versions/:version/csv", s.getDatasetCSV)
+		r.HEAD("/api/v1/datasets/:name/versions/:version/csv", s.getDatasetCSV)
 	}
 
 	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))
