@@ -138,7 +138,14 @@ func New(cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.agg = telemetry.NewAggregator(telemetry.Config{Window: cfg.TelemetryWindow, Appended: a.notifySender, Now: cfg.Now}, a.outbox, a.log.With("component", "telemetry"))
+	maxRecord := outbox.MaxRecordBytes
+	if cfg.OutboxMaxBytes > 0 {
+		maxRecord = int(min(cfg.OutboxMaxBytes, outbox.MaxRecordBytes))
+	}
+	a.agg = telemetry.NewAggregator(telemetry.Config{
+		Window: cfg.TelemetryWindow, Appended: a.notifySender, Now: cfg.Now,
+		StatsWindow: cfg.StatsWindow, Stats: a.servingStats, MaxRecordBytes: maxRecord,
+	}, a.outbox, a.log.With("component", "telemetry"))
 
 	a.listener, err = net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -168,6 +175,17 @@ func (a *Agent) loadModels() {
 	}
 }
 
+// servingStats lists the serving versions that keep data statistics, for
+// the telemetry aggregator.
+func (a *Agent) servingStats() []telemetry.VersionStats {
+	vs := a.models.Stats()
+	out := make([]telemetry.VersionStats, len(vs))
+	for i, v := range vs {
+		out[i] = telemetry.VersionStats{Model: v.Ref.Name, Version: v.Ref.Version, Stats: v.Stats}
+	}
+	return out
+}
+
 // metrics are what the local API's GET /metrics adds to the process's
 // figures and its prediction counters.
 func (a *Agent) metrics() []procstats.Metric {
@@ -178,6 +196,7 @@ func (a *Agent) metrics() []procstats.Metric {
 	return []procstats.Metric{
 		{Name: "shoal_agent_outbox_records", Help: "Telemetry records queued, not yet acknowledged by the control plane.", Kind: procstats.Gauge, Value: float64(a.outbox.Len())},
 		{Name: "shoal_agent_outbox_bytes", Help: "Encoded size of the queued telemetry records.", Kind: procstats.Gauge, Value: float64(a.outbox.Bytes())},
+		{Name: "shoal_agent_data_stats_dropped_total", Help: "Windows of a model version's data statistics left out of telemetry for making the record too large.", Kind: procstats.Counter, Value: float64(a.agg.StatsDropped())},
 		{Name: "shoal_agent_mqtt_connected", Help: "1 while connected to the MQTT broker.", Kind: procstats.Gauge, Value: connected},
 	}
 }
@@ -313,6 +332,7 @@ func (a *Agent) start(ctx context.Context, core, transport *runGroup) error {
 		Store:        a.store,
 		Models:       a.models,
 		ORT:          onnxrt.Options{IntraOpThreads: a.cfg.IntraOpThreads},
+		NoDataStats:  a.cfg.StatsWindow < 0,
 		Report:       reports.Set,
 		Now:          a.cfg.Now,
 

@@ -48,6 +48,12 @@ type Config struct {
 	// TelemetryWindow is the aggregation window (telemetry.DefaultWindow
 	// if 0).
 	TelemetryWindow time.Duration
+	// StatsWindow is the window of the data statistics of the models
+	// whose manifest has a reference profile: they ride in the telemetry
+	// record that closes it, so it is at least TelemetryWindow
+	// (telemetry.DefaultStatsWindow, 60s, if 0; negative: the agent keeps
+	// and sends no data statistics).
+	StatsWindow time.Duration
 	// OutboxMaxBytes bounds the queued telemetry (outbox.DefaultMaxBytes
 	// if 0).
 	OutboxMaxBytes int64

@@ -190,6 +190,11 @@ func (cp *fakeCP) enrollments() [][]byte {
 
 // desired signs a one-model desired state for the model bytes b.
 func (cp *fakeCP) desired(name, version string, b []byte, seq, gen uint64) []byte {
+	return cp.desiredWith(name, version, b, seq, gen, nil)
+}
+
+// desiredWith is desired with the manifest changed by tweak.
+func (cp *fakeCP) desiredWith(name, version string, b []byte, seq, gen uint64, tweak func(*shoalv1.DeploymentManifest)) []byte {
 	t := cp.t
 	t.Helper()
 	sum := sha256.Sum256(b)
@@ -216,6 +221,9 @@ func (cp *fakeCP) desired(name, version string, b []byte, seq, gen uint64) []byt
 		SelfTest:        st,
 		ReleaseSequence: seq,
 		ExpiresAtUnixMs: time.Now().Add(time.Hour).UnixMilli(),
+	}
+	if tweak != nil {
+		tweak(m)
 	}
 	payload, err := protojson.Marshal(m)
 	if err != nil {

@@ -30,6 +30,12 @@ var renderOption = map[string]func(s settings) any{
 	"profile":          func(s settings) any { return s.Profile },
 	"telemetry-window": func(s settings) any { return s.TelemetryWindow.String() },
 	"outbox-max-bytes": func(s settings) any { return strconv.FormatInt(s.OutboxMaxBytes, 10) },
+	"stats-window": func(s settings) any {
+		if s.StatsWindow < 0 {
+			return "0" // off
+		}
+		return s.StatsWindow.String()
+	},
 	"outbox-sync-interval": func(s settings) any {
 		if s.OutboxSyncInterval < 0 {
 			return "0" // off

@@ -33,7 +33,7 @@ func TestGoodConfigFiles(t *testing.T) {
 		Config: agent.Config{
 			DataDir: "/var/lib/shoal-agent", ServerURL: "http://10.0.0.1:8080", BrokerURL: "tcp://10.0.0.1:1883",
 			DeviceID: "pump-7", EnrollToken: "s3cret-token", APIAddr: "127.0.0.1:9191",
-			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "raspberry-pi-4", TelemetryWindow: 30 * time.Second,
+			ONNXRuntimeLib: "/opt/ort/libonnxruntime.so.1", Profile: "raspberry-pi-4", TelemetryWindow: 30 * time.Second, StatsWindow: 5 * time.Minute,
 			OutboxMaxBytes: 1 << 20, OutboxSyncInterval: 250 * time.Millisecond, OutboxMinFreeBytes: 8 << 20, SyncWrites: true, IntraOpThreads: 2,
 			Labels: map[string]string{"site": "berlin", "tier": "edge"}, Group: "pumps", HealthMinPredictions: 50, HealthMinTime: time.Minute,
 		},
@@ -77,10 +77,13 @@ func TestFlagsOverrideTheFile(t *testing.T) {
 	}
 	// 0 turns periodic syncs off: the agent's "never" is negative, since
 	// its zero value means the default. The same for the health criteria.
-	m, err = parse(t, "--config", "testdata/good.yaml", "--outbox-sync-interval", "0", "--health-min-predictions", "0", "--health-min-time", "0")
-	if err != nil || m.Settings.OutboxSyncInterval >= 0 || m.Settings.HealthMinPredictions >= 0 || m.Settings.HealthMinTime >= 0 {
-		t.Errorf("--outbox-sync-interval 0 --health-min-predictions 0 --health-min-time 0: %v, %v, %v, %v",
-			m.Settings.OutboxSyncInterval, m.Settings.HealthMinPredictions, m.Settings.HealthMinTime, err)
+	m, err = parse(t, "--config", "testdata/good.yaml", "--outbox-sync-interval", "0", "--health-min-predictions", "0", "--health-min-time", "0", "--stats-window", "0")
+	if err != nil || m.Settings.OutboxSyncInterval >= 0 || m.Settings.HealthMinPredictions >= 0 || m.Settings.HealthMinTime >= 0 || m.Settings.StatsWindow >= 0 {
+		t.Errorf("--outbox-sync-interval 0 --health-min-predictions 0 --health-min-time 0 --stats-window 0: %v, %v, %v, %v, %v",
+			m.Settings.OutboxSyncInterval, m.Settings.HealthMinPredictions, m.Settings.HealthMinTime, m.Settings.StatsWindow, err)
+	}
+	if m, err = parse(t, "--config", "testdata/good.yaml", "--stats-window", "90s"); err != nil || m.Settings.StatsWindow != 90*time.Second {
+		t.Errorf("--stats-window 90s over the file: %v, %v", m.Settings.StatsWindow, err)
 	}
 	// --label may be repeated; the flags' labels replace the file's.
 	m, err = parse(t, "--label", "site=hamburg", "--config", "testdata/good.yaml", "--label", "owner=ops=team", "--label", "empty=", "--group", "valves")
@@ -123,6 +126,7 @@ func TestBadConfig(t *testing.T) {
 		{[]string{"--config", "testdata/unknown.bad.json"}, `testdata/unknown.bad.json:3: unknown key "dataDir"`},
 		{[]string{"--config", "testdata/missing.yaml"}, `config file: open testdata/missing.yaml: no such file or directory`},
 		{[]string{"--telemetry-window", "soon"}, `--telemetry-window: "soon" is not a positive duration`},
+		{[]string{"--stats-window", "-1m"}, `--stats-window: "-1m" is not a duration`},
 		{[]string{"--log-format", "xml"}, `--log-format: "xml" is not text or json`},
 		{[]string{"--outbox-sync-interval", "-1s"}, `--outbox-sync-interval: "-1s" is not a duration`},
 		{[]string{"--outbox-min-free-bytes", "0"}, `--outbox-min-free-bytes: "0" is not a positive number of bytes`},

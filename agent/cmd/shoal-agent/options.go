@@ -66,6 +66,17 @@ var options = []option{
 		s.TelemetryWindow = d
 		return nil
 	}},
+	{name: "stats-window", usage: "window of the data statistics of models deployed with a reference profile, sent with their telemetry; at least telemetry-window (default 60s; 0: off, no statistics kept or sent)", set: func(s *settings, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%q is not a duration (e.g. 60s, 5m; 0 turns data statistics off)", v)
+		}
+		if d == 0 {
+			d = -1 // agent.Config: 0 is the default, negative is off
+		}
+		s.StatsWindow = d
+		return nil
+	}},
 	{name: "outbox-max-bytes", usage: "bound on queued telemetry, in bytes", set: func(s *settings, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {

@@ -8,6 +8,9 @@
 // release func is called. The ONNX Runtime session is destroyed when the
 // last reference goes, so a swap never closes a session under a running
 // prediction and never waits for one either.
+//
+// A Model may keep DataStats: the data statistics of its predictions,
+// binned with its manifest's reference profile.
 package inference
 
 import (
@@ -56,8 +59,11 @@ type Model struct {
 	// predictions counts the Runs that succeeded, for the reconciler's
 	// health check.
 	predictions atomic.Uint64
-	closeErr    error // the session's Close error; written before closed is closed
-	closed      chan struct{}
+	// stats, once set, keeps the data statistics of the predictions; nil
+	// when the manifest has no reference profile.
+	stats    atomic.Pointer[DataStats]
+	closeErr error // the session's Close error; written before closed is closed
+	closed   chan struct{}
 	// releaseFn calls m.release; made once so that Acquire does not allocate.
 	releaseFn func()
 }
@@ -149,6 +155,16 @@ func (m *Model) Run(inputs []onnxrt.Tensor) ([]onnxrt.Tensor, error) {
 // loaded. SelfTest does not count: a model only predicts for callers once
 // a Set serves it, so this is the predictions it has served.
 func (m *Model) Predictions() uint64 { return m.predictions.Load() }
+
+// Stats returns the data statistics m keeps of its predictions, or nil if
+// it keeps none. It is one atomic load, for the inference path.
+func (m *Model) Stats() *DataStats { return m.stats.Load() }
+
+// SetStats makes s the data statistics of m's predictions (NewDataStats
+// for m), unless m has some already; it reports whether it did. It may be
+// called while m serves: a model loaded from disk gets its statistics once
+// the reconciler sees its manifest.
+func (m *Model) SetStats(s *DataStats) bool { return m.stats.CompareAndSwap(nil, s) }
 
 // SelfTest runs the manifest's self-test: its inputs must give its expected
 // outputs within its tolerance. The error says which output differs and how.

@@ -150,6 +150,26 @@ func (s *Set) Usage() []Usage {
 	return out
 }
 
+// VersionStats is an active version and the data statistics it keeps.
+type VersionStats struct {
+	Ref   Ref
+	Stats *DataStats
+}
+
+// Stats returns the active versions that keep data statistics, sorted by
+// name. Like Acquire it takes no lock.
+func (s *Set) Stats() []VersionStats {
+	mp := s.snapshot()
+	var out []VersionStats
+	for _, m := range mp {
+		if st := m.Stats(); st != nil {
+			out = append(out, VersionStats{Ref: m.ref, Stats: st})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Name < out[j].Ref.Name })
+	return out
+}
+
 // Len returns the number of active models.
 func (s *Set) Len() int { return len(s.snapshot()) }
 

@@ -28,6 +28,7 @@ type benchEnv struct {
 	body              []byte
 	model             *inference.Model
 	input             []onnxrt.Tensor
+	set               *inference.Set
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
@@ -68,6 +69,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	return &benchEnv{
 		inferURL: api.URL + "/v2/models/mnist/infer", echoURL: echo.URL + "/", client: client, body: body, model: m,
 		input: []onnxrt.Tensor{{Name: "input", DataType: onnxrt.FP32, Shape: []int64{1, 784}, Data: x}},
+		set:   set,
 	}
 }
 
@@ -139,6 +141,28 @@ func BenchmarkDirectORT(b *testing.B) {
 // ratio infer / (echo + direct); the target is ≤ 1.25.
 func BenchmarkInferVsFloor(b *testing.B) {
 	e := newBenchEnv(b)
+	e.vsFloor(b)
+}
+
+// BenchmarkInferVsFloorWithStats is BenchmarkInferVsFloor with the served
+// model keeping data statistics of its 784 inputs and its label (a profile
+// of DefaultBins bins a feature).
+func BenchmarkInferVsFloorWithStats(b *testing.B) {
+	e := newBenchEnv(b)
+	m, release, _ := e.set.Acquire("mnist")
+	st, err := inference.NewDataStats(profileOf(b, "input", 784, "label", 10), m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.SetStats(st)
+	release()
+	e.vsFloor(b)
+	if ins, _ := st.Snapshot(); ins[0].GetCount() == 0 {
+		b.Fatal("the predictions were not observed")
+	}
+}
+
+func (e *benchEnv) vsFloor(b *testing.B) {
 	e.post(b, e.echoURL)
 	e.post(b, e.inferURL)
 	e.direct(b)
@@ -169,6 +193,26 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportAllocs()
 	for range b.N {
 		if _, err := parseRequest(e.body, e.model); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkObserveStats measures the data statistics of one 784-pixel
+// prediction and its label alone.
+func BenchmarkObserveStats(b *testing.B) {
+	e := newBenchEnv(b)
+	st, err := inference.NewDataStats(profileOf(b, "input", 784, "label", 10), e.model)
+	if err != nil {
+		b.Fatal(err)
+	}
+	outs, err := e.model.Run(e.input)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := st.Observe(e.input, outs); err != nil {
 			b.Fatal(err)
 		}
 	}

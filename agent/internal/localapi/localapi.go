@@ -73,11 +73,16 @@ type handler struct {
 	cfg    Config
 	log    *slog.Logger
 	logs   *lograte.Limiter // for "model failed"
-	mux    *http.ServeMux
+	// statsLogs is for data statistics refused: one line a minute.
+	statsLogs *lograte.Limiter
+	mux       *http.ServeMux
 
 	// Predictions counted as the Recorder counts them: each prediction a
 	// model ran (or failed to run), not the requests refused before.
 	predictions, failures atomic.Uint64
+	// statsRejected counts the predictions left out of their model's data
+	// statistics because their tensors do not fit its reference profile.
+	statsRejected atomic.Uint64
 }
 
 // New returns the Open Inference Protocol handler. rec may be nil; a nil
@@ -93,7 +98,7 @@ func New(models ModelSource, rec Recorder, cfg Config, log *slog.Logger) http.Ha
 		log = slog.New(slog.DiscardHandler)
 	}
 	// A model failing on every request is logged once a minute.
-	h := &handler{models: models, rec: rec, cfg: cfg, log: log, logs: lograte.New(time.Minute, 1, nil), mux: http.NewServeMux()}
+	h := &handler{models: models, rec: rec, cfg: cfg, log: log, logs: lograte.New(time.Minute, 1, nil), statsLogs: lograte.New(time.Minute, 1, nil), mux: http.NewServeMux()}
 	route := func(method, path string, f http.HandlerFunc) {
 		h.mux.HandleFunc(method+" "+path, f)
 		// Any other method on the path: 405 with a JSON body.
@@ -319,6 +324,9 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "model "+ref.String()+" failed: "+err.Error())
 		return
 	}
+	if st := m.Stats(); st != nil {
+		h.observeStats(st, ref, req.inputs, outs)
+	}
 	if req.outputs != nil {
 		outs = selectOutputs(outs, req.outputs)
 	}
@@ -341,11 +349,23 @@ func (h *handler) observe(ref inference.Ref, start time.Time, failed bool) {
 	}
 }
 
+// observeStats adds a prediction to its model's data statistics. Tensors
+// that do not fit the reference profile are the statistics' problem, not
+// the caller's: they are counted and logged, and the prediction stands.
+func (h *handler) observeStats(st *inference.DataStats, ref inference.Ref, inputs, outputs []onnxrt.Tensor) {
+	if err := st.Observe(inputs, outputs); err != nil {
+		h.statsRejected.Add(1)
+		h.statsLogs.Log(h.log, slog.LevelWarn, "", "a prediction's tensors do not fit its model's reference profile; left out of its data statistics",
+			"model", ref.Name, "version", ref.Version, "err", err)
+	}
+}
+
 // metrics are the handler's counters and the Config's extra metrics.
 func (h *handler) metrics() []procstats.Metric {
 	m := []procstats.Metric{
 		{Name: "shoal_agent_predictions_total", Help: "Predictions run by the active models since the agent started, failed ones included.", Kind: procstats.Counter, Value: float64(h.predictions.Load())},
 		{Name: "shoal_agent_prediction_failures_total", Help: "Predictions whose model failed to run since the agent started.", Kind: procstats.Counter, Value: float64(h.failures.Load())},
+		{Name: "shoal_agent_data_stats_rejected_total", Help: "Predictions left out of their model's data statistics because their tensors do not fit its reference profile.", Kind: procstats.Counter, Value: float64(h.statsRejected.Load())},
 		{Name: "shoal_agent_models_loaded", Help: "Models loaded and served.", Kind: procstats.Gauge, Value: float64(len(h.models.Names()))},
 	}
 	if h.cfg.Metrics != nil {

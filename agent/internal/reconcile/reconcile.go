@@ -70,6 +70,7 @@ import (
 	"github.com/shoalfleet/shoal/agent/internal/failpoint"
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/agent/internal/modelstore"
+	"github.com/shoalfleet/shoal/internal/datastats"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -110,6 +111,9 @@ type Models interface {
 	// Swap makes m the serving version of its name (the old one closes
 	// after its in-flight predictions).
 	Swap(m *inference.Model) (previous inference.Ref, had bool)
+	// Acquire returns the serving version of name and a func to call
+	// when done with it.
+	Acquire(name string) (m *inference.Model, release func(), ok bool)
 }
 
 var _ Models = (*inference.Set)(nil)
@@ -158,6 +162,9 @@ type Config struct {
 	Load Loader
 	// ORT tunes the sessions of loaded models.
 	ORT onnxrt.Options
+	// NoDataStats leaves the manifests' reference profiles unused: the
+	// models keep no data statistics (the agent sends none).
+	NoDataStats bool
 	// Report receives the reported state; may be nil.
 	Report Reporter
 	// StallTimeout aborts a download that receives nothing for this long.
@@ -223,6 +230,10 @@ type slot struct {
 	permanent bool // failed in a way retrying will not fix
 	attempts  int  // transient failures in a row
 	nextTry   time.Time
+	// statsFor is the envelope whose reference profile the serving model
+	// was given (or found unusable), so that a redelivered manifest is not
+	// decoded, nor a bad profile logged, again.
+	statsFor string
 }
 
 // New returns a Reconciler.
@@ -493,6 +504,17 @@ func (r *Reconciler) apply(ctx context.Context, m *manifest) time.Duration {
 	r.pub.Unlock()
 
 	if running, ok := r.serving(name); ok && sameRef(running, s.desired) {
+		if s.statsFor != m.digest {
+			// Serving already, e.g. loaded from disk as the agent started:
+			// give it the statistics its manifest asks for.
+			s.statsFor = m.digest
+			if model, release, ok := r.cfg.Models.Acquire(name); ok {
+				if sameRef(storeRef(model.Ref()), s.desired) {
+					r.attachStats(model, m)
+				}
+				release()
+			}
+		}
 		r.setPhase(s, shoalv1.Phase_PHASE_ACTIVE, "")
 		return 0
 	}
@@ -504,7 +526,7 @@ func (r *Reconciler) apply(ctx context.Context, m *manifest) time.Duration {
 	}
 	err := r.install(ctx, m, s)
 	if err == nil {
-		s.attempts = 0
+		s.attempts, s.statsFor = 0, m.digest
 		r.setPhase(s, shoalv1.Phase_PHASE_ACTIVE, "")
 		return 0
 	}
@@ -585,6 +607,8 @@ func (r *Reconciler) install(ctx context.Context, m *manifest, s *slot) error {
 		return permanent(err)
 	}
 
+	r.attachStats(model, m)
+
 	r.setPhase(s, shoalv1.Phase_PHASE_ACTIVATING, "")
 	if part != "" {
 		if _, err := r.cfg.Store.Commit(name, part, a.GetSha256()); err != nil {
@@ -607,6 +631,28 @@ func (r *Reconciler) install(ctx context.Context, m *manifest, s *slot) error {
 		r.log.Info("activated", "model", name, "version", want.Version, "sequence", want.ReleaseSequence)
 	}
 	return nil
+}
+
+// attachStats gives model the data statistics of its manifest's reference
+// profile, if it has one. A profile that does not decode or does not fit
+// the model is logged and the model serves without statistics: they are a
+// report on the version, not a reason to refuse it.
+func (r *Reconciler) attachStats(model *inference.Model, m *manifest) {
+	b := m.GetReferenceProfile()
+	if len(b) == 0 || r.cfg.NoDataStats || model.Stats() != nil {
+		return
+	}
+	p, err := datastats.DecodeProfile(b)
+	var st *inference.DataStats
+	if err == nil {
+		st, err = inference.NewDataStats(p, model)
+	}
+	if err != nil {
+		r.log.Warn("the manifest's reference profile is unusable; the model serves without data statistics",
+			"model", m.GetModelName(), "version", m.GetModelVersion(), "err", err)
+		return
+	}
+	model.SetStats(st)
 }
 
 // fetch downloads and verifies the artifact and returns its partial file.

@@ -3,24 +3,40 @@
 // latency sum, max and percentiles) and appends the records to a Sink (the
 // outbox). Observe is on the inference hot path: it takes no lock that
 // another Observe holds and does a few atomic adds.
+//
+// The data statistics of the versions that keep them (DESIGN §7) ride in
+// the same records: when a telemetry window closes at or after the end of
+// a version's statistics window, the aggregator takes the statistics and
+// puts them on that version's record (making one, with no predictions, if
+// the version had none in the telemetry window).
 package telemetry
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/shoalfleet/shoal/agent/internal/failpoint"
+	"github.com/shoalfleet/shoal/internal/lograte"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
 const (
 	// DefaultWindow is Config.Window when 0.
 	DefaultWindow = 10 * time.Second
+	// DefaultStatsWindow is Config.StatsWindow when 0.
+	DefaultStatsWindow = time.Minute
+	// DefaultMaxRecordBytes is Config.MaxRecordBytes when 0: the outbox's
+	// bound on a record.
+	DefaultMaxRecordBytes = 64 << 10
 	// maxUnsent bounds the records kept for another try when the sink
 	// refuses them.
 	maxUnsent = 1000
@@ -29,6 +45,20 @@ const (
 // Sink stores finished records; *outbox.Outbox satisfies it.
 type Sink interface {
 	Append(rec *shoalv1.TelemetryRecord) (seq uint64, err error)
+}
+
+// Stats is the data statistics a model version keeps;
+// *inference.DataStats satisfies it.
+type Stats interface {
+	// SnapshotAndReset returns the statistics since the last call and
+	// starts over.
+	SnapshotAndReset() (inputs, outputs []*shoalv1.FeatureStats)
+}
+
+// VersionStats is a serving model version and its data statistics.
+type VersionStats struct {
+	Model, Version string
+	Stats          Stats
 }
 
 // Config configures an Aggregator.
@@ -41,6 +71,19 @@ type Config struct {
 	// Appended, when set, is called after records were appended to the
 	// sink (e.g. the sender's Notify).
 	Appended func()
+	// Stats, when set, returns the serving versions that keep data
+	// statistics. It is called as each window closes.
+	Stats func() []VersionStats
+	// StatsWindow is the data statistics window: a version's statistics
+	// go out with the first telemetry window that closes at or after the
+	// end of a multiple of it (so it is at least one Window), and when the
+	// version stops serving, and on Flush. 0 means DefaultStatsWindow;
+	// negative: no statistics.
+	StatsWindow time.Duration
+	// MaxRecordBytes bounds a record with its statistics, encoded: a
+	// record that would be larger goes out without them (they are counted
+	// in StatsDropped). 0 means DefaultMaxRecordBytes.
+	MaxRecordBytes int
 }
 
 // Aggregator counts predictions per window. Its methods may be called from
@@ -54,6 +97,16 @@ type Aggregator struct {
 
 	flushMu sync.Mutex // one rotation at a time
 	unsent  []*shoalv1.TelemetryRecord
+	stats   map[key]*statsWindow // guarded by flushMu
+
+	statsDropped atomic.Uint64
+	statsLogs    *lograte.Limiter
+}
+
+// statsWindow is the open statistics window of one version.
+type statsWindow struct {
+	src   Stats
+	start time.Time
 }
 
 type key struct{ model, version string }
@@ -82,10 +135,19 @@ func NewAggregator(cfg Config, sink Sink, log *slog.Logger) *Aggregator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.StatsWindow == 0 {
+		cfg.StatsWindow = DefaultStatsWindow
+	}
+	if cfg.StatsWindow > 0 && cfg.StatsWindow < cfg.Window {
+		cfg.StatsWindow = cfg.Window
+	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = DefaultMaxRecordBytes
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Aggregator{cfg: cfg, sink: sink, log: log}
+	a := &Aggregator{cfg: cfg, sink: sink, log: log, stats: map[key]*statsWindow{}, statsLogs: lograte.New(time.Minute, 1, nil)}
 	a.cur.Store(&window{start: cfg.Now()})
 	return a
 }
@@ -176,32 +238,32 @@ func (a *Aggregator) tick(now time.Time) error {
 	if now.Before(a.end(start)) {
 		return nil
 	}
-	return a.rotate(now.Truncate(a.cfg.Window))
+	return a.rotateAt(now.Truncate(a.cfg.Window), now.Truncate(a.cfg.Window), false)
 }
 
-// Flush ends the current window now and appends its records, so that no
-// counted prediction is lost on shutdown. Records the sink refused before
-// are tried again first.
+// Flush ends the current window now and appends its records, with every
+// version's statistics so far, so that no counted prediction is lost on
+// shutdown. Records the sink refused before are tried again first.
 func (a *Aggregator) Flush() error {
-	return a.rotate(a.cfg.Now())
-}
-
-// rotate seals the current window at end, starts the next one there, and
-// appends the sealed window's records.
-func (a *Aggregator) rotate(end time.Time) error {
-	return a.rotateAt(end, end)
+	now := a.cfg.Now()
+	return a.rotateAt(now, now, true)
 }
 
 // rotateBack handles a clock that stepped back before the current window's
 // start: the window is sealed with zero length at its start, and the next
 // one starts at now.
 func (a *Aggregator) rotateBack(now time.Time) error {
-	return a.rotateAt(time.Time{}, now)
+	return a.rotateAt(time.Time{}, now, false)
 }
+
+// StatsDropped returns how many versions' windows of data statistics were
+// left out of their records for making them too large.
+func (a *Aggregator) StatsDropped() uint64 { return a.statsDropped.Load() }
 
 // rotateAt seals the current window at end (at its start when end is
 // before it: a clock that stepped back) and starts the next window at next.
-func (a *Aggregator) rotateAt(end, next time.Time) error {
+// allStats sends every version's statistics, due or not.
+func (a *Aggregator) rotateAt(end, next time.Time, allStats bool) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	old := a.cur.Load()
@@ -213,7 +275,11 @@ func (a *Aggregator) rotateAt(end, next time.Time) error {
 	old.sealed = true
 	old.mu.Unlock()
 
-	recs := append(a.unsent, old.records(end)...)
+	recs := old.records(end)
+	if a.cfg.StatsWindow > 0 {
+		recs = a.addStats(recs, old.start, end, allStats)
+	}
+	recs = append(a.unsent, recs...)
 	a.unsent = nil
 	appended := 0
 	var err error
@@ -268,4 +334,114 @@ func (w *window) records(end time.Time) []*shoalv1.TelemetryRecord {
 		return recs[i].ModelVersion < recs[j].ModelVersion
 	})
 	return recs
+}
+
+// statsEnd returns where the statistics window starting at start ends:
+// the next multiple of StatsWindow after it.
+func (a *Aggregator) statsEnd(start time.Time) time.Time {
+	return start.Truncate(a.cfg.StatsWindow).Add(a.cfg.StatsWindow)
+}
+
+// addStats puts the statistics that are due on the records of the window
+// [start, end), sorted as records returns them, and returns the records. A
+// version's statistics are due when its statistics window has ended by end,
+// when it no longer serves (swapped out or removed: its last statistics),
+// or with all. The caller holds flushMu.
+func (a *Aggregator) addStats(recs []*shoalv1.TelemetryRecord, start, end time.Time, all bool) []*shoalv1.TelemetryRecord {
+	var serving []VersionStats
+	if a.cfg.Stats != nil {
+		serving = a.cfg.Stats()
+	}
+	type due struct {
+		k     key
+		src   Stats
+		start time.Time
+	}
+	var dues []due
+	now := make(map[key]Stats, len(serving))
+	for _, v := range serving {
+		now[key{v.Model, v.Version}] = v.Stats
+	}
+	retired := map[key]bool{}
+	for k, w := range a.stats {
+		if src, ok := now[k]; !ok || src != w.src {
+			dues = append(dues, due{k, w.src, w.start})
+			retired[k] = true
+			delete(a.stats, k)
+		}
+	}
+	for k, src := range now {
+		w := a.stats[k]
+		if w == nil {
+			// New since the last window: its predictions are in this one.
+			w = &statsWindow{src: src, start: start}
+			a.stats[k] = w
+		}
+		if end.Before(w.start) {
+			w.start = start // the clock stepped back
+		}
+		if retired[k] {
+			// The same version loaded anew: the old load's statistics go
+			// out now, the new one's with its next window.
+			continue
+		}
+		if all || !end.Before(a.statsEnd(w.start)) {
+			dues = append(dues, due{k, src, w.start})
+			w.start = end
+		}
+	}
+	sort.Slice(dues, func(i, j int) bool { return dues[i].k.less(dues[j].k) })
+	for _, d := range dues {
+		in, out := d.src.SnapshotAndReset()
+		if empty(in) && empty(out) {
+			continue
+		}
+		j := sort.Search(len(recs), func(j int) bool { return !keyOf(recs[j]).less(d.k) })
+		made := j == len(recs) || keyOf(recs[j]) != d.k
+		if made {
+			r := &shoalv1.TelemetryRecord{ModelName: d.k.model, ModelVersion: d.k.version, WindowStartUnixMs: start.UnixMilli(), WindowEndUnixMs: end.UnixMilli()}
+			recs = slices.Insert(recs, j, r)
+		}
+		r := recs[j]
+		r.InputStats, r.OutputStats, r.StatsWindowStartUnixMs = in, out, d.start.UnixMilli()
+		if size := encodedSize(r); size > a.cfg.MaxRecordBytes {
+			r.InputStats, r.OutputStats, r.StatsWindowStartUnixMs = nil, nil, 0
+			if made {
+				recs = slices.Delete(recs, j, j+1)
+			}
+			a.statsDropped.Add(1)
+			a.statsLogs.Log(a.log, slog.LevelWarn, "", "data statistics left out: the telemetry record would be too large; profile fewer features or bins",
+				"model", d.k.model, "version", d.k.version, "bytes", size, "limit", a.cfg.MaxRecordBytes)
+		}
+	}
+	return recs
+}
+
+func (k key) less(o key) bool {
+	if k.model != o.model {
+		return k.model < o.model
+	}
+	return k.version < o.version
+}
+
+func keyOf(r *shoalv1.TelemetryRecord) key { return key{r.GetModelName(), r.GetModelVersion()} }
+
+// empty reports whether stats saw no value at all.
+func empty(stats []*shoalv1.FeatureStats) bool {
+	for _, s := range stats {
+		if s.GetCount()+s.GetMissing()+s.GetNan() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// encodedSize is r's size as the outbox stores it, with the largest
+// sequence number it could get.
+func encodedSize(r *shoalv1.TelemetryRecord) int {
+	seq := r.Seq
+	r.Seq = math.MaxUint64
+	n := proto.Size(r)
+	r.Seq = seq
+	return n
 }
