@@ -22,7 +22,9 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/api"
 	"github.com/shoalfleet/shoal/controlplane/internal/broker"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
+	"github.com/shoalfleet/shoal/controlplane/internal/drift"
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
+	"github.com/shoalfleet/shoal/controlplane/internal/jobs"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/rollout"
@@ -54,6 +56,8 @@ const (
 	// often devices report: a thousand devices reporting at once cost a
 	// pass or two, not a thousand.
 	rolloutMinGap = 100 * time.Millisecond
+	// driftInterval is how often the drift policies are evaluated.
+	driftInterval = time.Minute
 )
 
 // ControlPlane is a configured control plane. Its methods are safe for
@@ -67,9 +71,11 @@ type ControlPlane struct {
 	signer   *trust.Signer
 	registry *registry.Registry
 	datasets *dataset.Store
+	jobs     *jobs.Runner
 	fleet    *fleet.Service
 	monitor  *monitor.Monitor
 	rollouts *rollout.Engine
+	drift    *drift.Service
 	embedded *broker.Embedded // nil when an external broker is used
 	external *broker.External // nil when the embedded broker is used
 	bus      broker.Bus
@@ -150,6 +156,21 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 	auth.set(cp.fleet)
 	cp.monitor = monitor.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "monitor"), cfg.Now)
 	cp.rollouts = rollout.New(cp.store, cp.fleet, cp.registry, cp.monitor, cp.log.With("component", "rollout"), cfg.Now)
+	// Data statistics are grouped by the device's firmware profile; the
+	// drift window is the monitor's default (monitor.DefaultStatsWindow).
+	if err := cp.monitor.ConfigureStats(monitor.StatsConfig{Profile: func(ctx context.Context, id string) (string, error) {
+		d, err := cp.fleet.Get(ctx, id)
+		return d.Profile, err
+	}}); err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	cp.drift = drift.New(cp.store, cp.monitor, cp.registry, drift.Options{
+		Now: cfg.Now, Window: cp.monitor.StatsWindowDuration(), Log: cp.log.With("component", "drift"),
+	})
+	cp.jobs, err = jobs.New(cp.store, cp.datasets, cp.registry, cp.log.With("component", "jobs"), cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
 
 	handler := api.New(api.Deps{
 		Registry:     cp.registry,
@@ -157,6 +178,8 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		Monitor:      cp.monitor,
 		Rollouts:     cp.rollouts,
 		Datasets:     cp.datasets,
+		Drift:        cp.drift,
+		Jobs:         cp.jobs,
 		PublicKeyPEM: cp.signer.PublicKeyPEM(),
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,
@@ -258,7 +281,7 @@ func (cp *ControlPlane) Start() error {
 	cp.log.Info("agents enroll at "+cp.urlLocked()+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
 	loopCtx, stop := context.WithCancel(context.Background())
 	cp.stopLoops = stop
-	cp.loopsDone.Add(2)
+	cp.loopsDone.Add(3)
 	go func() {
 		defer cp.loopsDone.Done()
 		cp.refreshLoop(loopCtx)
@@ -266,6 +289,10 @@ func (cp *ControlPlane) Start() error {
 	go func() {
 		defer cp.loopsDone.Done()
 		cp.rollouts.Run(loopCtx, cp.cfg.RolloutInterval, rolloutMinGap)
+	}()
+	go func() {
+		defer cp.loopsDone.Done()
+		cp.drift.Run(loopCtx, driftInterval)
 	}()
 	return nil
 }
@@ -441,9 +468,17 @@ func (cp *ControlPlane) Close() error {
 	return cp.closeErr
 }
 
-// closeParts closes the broker, then the store: whatever New opened.
+// closeParts stops the training jobs, closes the broker, then the store:
+// whatever New opened.
 func (cp *ControlPlane) closeParts() error {
 	var errs []error
+	if cp.jobs != nil {
+		// Running jobs are stopped (and marked failed) before the store
+		// they write to closes.
+		if err := cp.jobs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("control plane: stop training jobs: %w", err))
+		}
+	}
 	if cp.embedded != nil {
 		if err := cp.embedded.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("control plane: close MQTT broker: %w", err))

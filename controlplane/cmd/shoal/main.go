@@ -72,6 +72,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCmd,
 		newTelemetryCmd,
 		newRolloutCmd,
+		newTrainCmd,
+		newJobsCmd,
+		newJobCmd,
+		newDriftCmd,
+		newAlertsCmd,
 	} {
 		root.AddCommand(mk(o))
 	}

@@ -67,6 +67,11 @@ type Deps struct {
 	// Datasets keeps uploaded CSV datasets; nil leaves the dataset routes
 	// out.
 	Datasets Datasets
+	// Jobs runs training jobs; nil leaves the job routes out.
+	Jobs Jobs
+	// Drift measures data drift and keeps its policies and alerts; nil
+	// leaves the drift and alert routes out.
+	Drift Drift
 	// PublicKeyPEM is the trust root agents pin at enrollment.
 	PublicKeyPEM []byte
 	// TopicPrefix is the MQTT topic prefix agents are told at enrollment.
@@ -134,6 +139,20 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 		r.GET("/api/v1/datasets/:name/versions/:version", s.getDatasetVersion)
 		r.GET("/api/v1/datasets/:name/versions/:version/csv", s.getDatasetCSV)
 		r.HEAD("/api/v1/datasets/:name/versions/:version/csv", s.getDatasetCSV)
+	}
+
+	if deps.Jobs != nil {
+		r.POST("/api/v1/jobs", s.submitJob)
+		r.GET("/api/v1/jobs", s.listJobs)
+		r.GET("/api/v1/jobs/:id", s.getJob)
+		r.POST("/api/v1/jobs/:id/cancel", s.cancelJob)
+	}
+
+	if deps.Drift != nil {
+		r.GET("/api/v1/drift/:model", s.getDrift)
+		r.GET("/api/v1/drift/:model/policy", s.getDriftPolicy)
+		r.PUT("/api/v1/drift/:model/policy", s.putDriftPolicy)
+		r.GET("/api/v1/alerts", s.listAlerts)
 	}
 
 	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -22,7 +23,8 @@ const SchemaVersion = 1
 // control plane's 16 MiB memtables). At these bounds the worst case, 10,000
 // records of a device with a 128-character id, is 1.6 MB of keys plus at
 // most 512 KiB of records, plus MaxBatchVersions aggregates of under 1 KB
-// each: it fits. Agents must keep within both bounds; a batch over them is
+// each and MaxBatchStatsBytes of data statistics aggregates: about 2.4 MB,
+// it fits. Agents must keep within both bounds; a batch over them is
 // refused (and, never acknowledged, sent again).
 const (
 	MaxBatchBytes   = 512 << 10
@@ -43,10 +45,18 @@ type IngestStats struct {
 	WrongDevice      uint64 // device_id in the payload is not the topic's
 	BadBatch         uint64 // inconsistent sequence numbers or drop report, too many records
 	StoreErrors      uint64 // not stored, not acknowledged
+
+	// Data statistics of records stored for the first time (stats.go).
+	StatsMerged     uint64 // merged into every aggregate of their window
+	StatsInvalid    uint64 // not merged: over the bounds, inconsistent, or of a record with no valid model version
+	StatsMismatched uint64 // not merged into some aggregate: another shape than the one stored
+	StatsOverLimit  uint64 // not merged into some aggregate: over MaxBatchStatsBytes
 }
 
 type counters struct {
 	batches, records, duplicateRecords, unaggregated, ackErrors, badTopic, tooLarge, malformed, badSchema, wrongDevice, badBatch, storeErrors atomic.Uint64
+
+	statsMerged, statsInvalid, statsMismatched, statsOverLimit atomic.Uint64
 }
 
 // Stats returns the ingest counters.
@@ -65,6 +75,10 @@ func (m *Monitor) Stats() IngestStats {
 		WrongDevice:      c.wrongDevice.Load(),
 		BadBatch:         c.badBatch.Load(),
 		StoreErrors:      c.storeErrors.Load(),
+		StatsMerged:      c.statsMerged.Load(),
+		StatsInvalid:     c.statsInvalid.Load(),
+		StatsMismatched:  c.statsMismatched.Load(),
+		StatsOverLimit:   c.statsOverLimit.Load(),
 	}
 }
 
@@ -126,6 +140,14 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 		m.logLimited("version", id, "telemetry records stored but left out of the per-version aggregates",
 			"device", id, "invalid_model_name_or_version", res.badName, "over_version_limit", res.overLimit, "limit", MaxBatchVersions)
 	}
+	m.stats.statsMerged.Add(res.statsMerged)
+	m.stats.statsInvalid.Add(res.statsInvalid)
+	m.stats.statsMismatched.Add(res.statsMismatched)
+	m.stats.statsOverLimit.Add(res.statsOverLimit)
+	if res.statsInvalid+res.statsMismatched+res.statsOverLimit > 0 {
+		m.logLimited("stats", id, "telemetry records stored but their data statistics left out of the drift aggregates",
+			"device", id, "invalid", res.statsInvalid, "mismatched", res.statsMismatched, "over_batch_limit", res.statsOverLimit, "error", res.statsError)
+	}
 	m.ack(id, &b)
 }
 
@@ -167,22 +189,44 @@ type storeResult struct {
 	// New records left out of the version aggregates: no valid model name
 	// or version; over MaxBatchVersions.
 	badName, overLimit uint64
+	// New records carrying data statistics: merged, invalid, mismatched,
+	// over the batch's limit (see IngestStats); statsError says why the
+	// first was not merged.
+	statsMerged, statsInvalid, statsMismatched, statsOverLimit uint64
+	statsError                                                 error
 }
 
-// store writes the batch's new records and updates the device's counters
-// and its aggregates per model version in one transaction.
+// store writes the batch's new records and updates the device's counters,
+// its aggregates per model version and the data statistics aggregates in
+// one transaction.
 func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (res storeResult, err error) {
 	values := make([][]byte, len(b.GetRecords()))
 	valid := make([]bool, len(b.GetRecords()))
+	statsErr := make([]error, len(b.GetRecords())) // of records with statistics
+	withStats := false
 	for i, r := range b.GetRecords() {
 		if values[i], err = proto.Marshal(r); err != nil {
 			return storeResult{}, fmt.Errorf("encode record %d: %w", r.GetSeq(), err)
 		}
 		valid[i] = validVersion(r)
+		if hasStats(r) {
+			withStats = true
+			if !valid[i] {
+				statsErr[i] = errors.New("no valid model name and version")
+			} else if err := checkRecordStats(r); err != nil {
+				statsErr[i] = fmt.Errorf("record %d: %w", r.GetSeq(), err)
+			}
+		}
 	}
+	var cohorts []string
+	if withStats {
+		cohorts = m.cohorts(id)
+	}
+	window := m.StatsWindowDuration()
 	err = store.Retry(m.st, storeAttempts, func(tx store.Tx) error {
 		res = storeResult{}
 		vb := newVersionBatch(id)
+		sb := newStatsBatch(window, cohorts)
 		var c deviceCounters
 		if _, err := store.GetJSON(tx, countersKey(id), &c); err != nil {
 			return err
@@ -202,6 +246,14 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (res storeResult, 
 			if err := vb.add(tx, r, valid[i]); err != nil {
 				return fmt.Errorf("version aggregate of record %d: %w", r.GetSeq(), err)
 			}
+			if hasStats(r) {
+				if statsErr[i] != nil {
+					res.statsInvalid++
+					res.statsError = cmp.Or(res.statsError, statsErr[i])
+				} else if err := sb.add(tx, r); err != nil {
+					return fmt.Errorf("statistics of record %d: %w", r.GetSeq(), err)
+				}
+			}
 			c.Records++
 			c.Predictions = addCapped(c.Predictions, r.GetPredictions())
 			c.Errors = addCapped(c.Errors, r.GetErrors())
@@ -209,6 +261,11 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (res storeResult, 
 		}
 		res.badName, res.overLimit = vb.badName, vb.overLimit
 		if err := vb.write(tx); err != nil {
+			return err
+		}
+		res.statsMerged, res.statsMismatched, res.statsOverLimit = sb.merged, sb.mismatched, sb.overLimit
+		res.statsError = cmp.Or(res.statsError, sb.mismatchError)
+		if err := sb.write(tx); err != nil {
 			return err
 		}
 		changed := res.added > 0

@@ -11,11 +11,19 @@
 //	monitor/dev/{device}                          deviceCounters (JSON)
 //	monitor/drop/{device}/{first}-{last}          a drop range already counted
 //	monitor/ver/{model}/{version}/{device}        versionCounters (JSON)
+//	monitor/stats/{model}/{version}/{cohort}/{k}  data statistics of drift window k
+//	                                              (StatsReport, protobuf: see stats.go)
 //
 // Device ids, model names and versions hold no '/' (they are made of
 // [A-Za-z0-9._-]), so '/' separates them unambiguously. A record whose
 // model name or version is not valid is stored and counted for its device,
 // but has no version aggregate.
+//
+// A statistics aggregate is a StatsReport with window_start_unix_ms and
+// window_end_unix_ms the drift window's bounds, seq the number of records
+// merged into it, and no device_id; k is the window's index (its start over
+// its length) in 16 hex digits. The cohort ("all" or "profile:{name}")
+// holds no '/'.
 package monitor
 
 import (
@@ -41,6 +49,8 @@ type Monitor struct {
 	now    func() time.Time
 	lim    *lograte.Limiter
 	stats  counters
+
+	statsCfg statsState
 }
 
 // New returns a Monitor over st that acknowledges on bus. now may be nil
@@ -59,6 +69,8 @@ func New(st store.Store, bus Publisher, scheme topics.Scheme, log *slog.Logger, 
 		log:    log,
 		now:    now,
 		lim:    lograte.New(time.Minute, 4096, now),
+
+		statsCfg: statsState{window: DefaultStatsWindow},
 	}
 }
 

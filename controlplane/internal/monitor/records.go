@@ -7,6 +7,7 @@ const (
 	countersPrefix = "monitor/dev/"
 	dropPrefix     = "monitor/drop/"
 	versionPrefix  = "monitor/ver/"
+	statsPrefix    = "monitor/stats/"
 )
 
 func recordKey(id string, seq uint64) []byte {

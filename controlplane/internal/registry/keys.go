@@ -14,11 +14,13 @@ import (
 //	registry/selftest/{sha256}         shoal.v1.SelfTest (protobuf)
 //	registry/ordinal/{name}            uint64, last push ordinal of the model
 //	registry/release/{name}            uint64, last release sequence issued
+//	registry/profile/{name}/{version}  shoal.v1.ReferenceProfile (protobuf)
 const (
 	versionPrefix  = "registry/version/"
 	selfTestPrefix = "registry/selftest/"
 	ordinalPrefix  = "registry/ordinal/"
 	releasePrefix  = "registry/release/"
+	profilePrefix  = "registry/profile/"
 )
 
 // record is a ModelVersion as stored, with its place in push order.
@@ -32,6 +34,10 @@ func versionKey(name, version string) []byte {
 }
 
 func modelPrefix(name string) []byte { return []byte(versionPrefix + name + "/") }
+
+func profileKey(name, version string) []byte {
+	return []byte(profilePrefix + name + "/" + version)
+}
 
 func selfTestKey(sha string) []byte { return []byte(selfTestPrefix + sha) }
 

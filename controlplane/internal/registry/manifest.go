@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,7 +37,8 @@ type ManifestOptions struct {
 // Manifest issues a signed deployment manifest for name/version with the
 // model's next release sequence, and returns the DSSE envelope (JSON, payload
 // type trust.ManifestPayloadType, payload the manifest in protobuf JSON) and
-// the manifest itself. Errors: Invalid, NotFound.
+// the manifest itself. The manifest carries the version's reference
+// profile (SetReferenceProfile), if it has one. Errors: Invalid, NotFound.
 func (r *Registry) Manifest(ctx context.Context, name, version string, opts ManifestOptions) ([]byte, *shoalv1.DeploymentManifest, error) {
 	const op = "registry.Manifest"
 	if opts.TTL < 0 {
@@ -52,6 +54,7 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 	var (
 		seq      uint64
 		selfTest shoalv1.SelfTest
+		profile  []byte
 	)
 	err = store.Retry(r.st, updateAttempts, func(tx store.Tx) error {
 		raw, err := tx.Get(selfTestKey(mv.SHA256))
@@ -60,6 +63,14 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 		}
 		if err := proto.Unmarshal(raw, &selfTest); err != nil {
 			return fmt.Errorf("decode self-test of %s: %w", mv.SHA256, err)
+		}
+		// Stored encoded and checked (SetReferenceProfile): carried as is.
+		profile, err = tx.Get(profileKey(name, version))
+		if errors.Is(err, store.ErrNotFound) {
+			profile, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("read reference profile of %s %s: %w", name, version, err)
 		}
 		seq, err = nextCounter(tx, []byte(releasePrefix+name))
 		return err
@@ -79,15 +90,16 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 			Signature: mv.Signature,
 			MediaType: MediaType,
 		},
-		Profile:         opts.Profile,
-		Inputs:          specsToProto(mv.Inputs),
-		Outputs:         specsToProto(mv.Outputs),
-		SelfTest:        &selfTest,
-		ReleaseSequence: seq,
-		Rollback:        opts.Rollback,
-		HealthCheck:     opts.HealthCheck,
-		IssuedAtUnixMs:  issued.UnixMilli(),
-		ExpiresAtUnixMs: issued.Add(opts.TTL).UnixMilli(),
+		Profile:          opts.Profile,
+		Inputs:           specsToProto(mv.Inputs),
+		Outputs:          specsToProto(mv.Outputs),
+		SelfTest:         &selfTest,
+		ReleaseSequence:  seq,
+		Rollback:         opts.Rollback,
+		HealthCheck:      opts.HealthCheck,
+		ReferenceProfile: profile,
+		IssuedAtUnixMs:   issued.UnixMilli(),
+		ExpiresAtUnixMs:  issued.Add(opts.TTL).UnixMilli(),
 	}
 	env, err := r.seal(m)
 	if err != nil {
