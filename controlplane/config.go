@@ -21,6 +21,15 @@ const (
 	// DefaultRolloutInterval is how often the rollout engine runs a pass
 	// when nothing asks for one sooner (devices reporting do).
 	DefaultRolloutInterval = time.Second
+	// DefaultDriftWindow is the drift window unless Config says otherwise
+	// (monitor.DefaultStatsWindow).
+	DefaultDriftWindow = time.Hour
+	// DefaultDriftSettle is how long after a drift window ends it is
+	// judged unless Config says otherwise (drift.DefaultSettle).
+	DefaultDriftSettle = 5 * time.Minute
+	// DefaultDriftEvalInterval is how often the drift policies are
+	// evaluated unless Config says otherwise.
+	DefaultDriftEvalInterval = time.Minute
 )
 
 // Config configures a control plane. Only DataDir is required.
@@ -61,6 +70,19 @@ type Config struct {
 	// soak times and timeouts (default DefaultRolloutInterval); a device
 	// report also triggers a pass.
 	RolloutInterval time.Duration
+	// DriftWindow is the window data statistics are aggregated over and
+	// drift is judged on (default DefaultDriftWindow). It must be a whole
+	// number of milliseconds that divides 24h, so that windows start at
+	// the same times each day. Agents send statistics every StatsWindow
+	// (agent.Config), which should be well under it.
+	DriftWindow time.Duration
+	// DriftSettle is how long after a drift window ends the drift
+	// policies wait before judging it, for the records still on their way
+	// (default DefaultDriftSettle).
+	DriftSettle time.Duration
+	// DriftEvalInterval is how often the drift policies are evaluated
+	// (default DefaultDriftEvalInterval); EvaluateDrift runs one now.
+	DriftEvalInterval time.Duration
 	// HTTPMiddleware, if set, wraps the API handler: tests use it to hold,
 	// cut or alter responses (controltest.WithHTTPMiddleware).
 	HTTPMiddleware func(http.Handler) http.Handler
@@ -94,6 +116,25 @@ func (c Config) withDefaults() (Config, error) {
 		c.RolloutInterval = DefaultRolloutInterval
 	case c.RolloutInterval < 0:
 		return c, fmt.Errorf("control plane: rollout interval %s is negative; give a positive duration, or 0 for the default (%s)", c.RolloutInterval, DefaultRolloutInterval)
+	}
+	switch {
+	case c.DriftWindow == 0:
+		c.DriftWindow = DefaultDriftWindow
+	case c.DriftWindow < time.Millisecond || c.DriftWindow%time.Millisecond != 0 || (24*time.Hour)%c.DriftWindow != 0:
+		return c, fmt.Errorf("control plane: drift window %s: want a whole number of milliseconds that divides 24h (1h, 30m, 15m, 1m, 10s, ...), or 0 for the default (%s)",
+			c.DriftWindow, DefaultDriftWindow)
+	}
+	switch {
+	case c.DriftSettle == 0:
+		c.DriftSettle = DefaultDriftSettle
+	case c.DriftSettle < 0:
+		return c, fmt.Errorf("control plane: drift settle time %s is negative; give a positive duration, or 0 for the default (%s)", c.DriftSettle, DefaultDriftSettle)
+	}
+	switch {
+	case c.DriftEvalInterval == 0:
+		c.DriftEvalInterval = DefaultDriftEvalInterval
+	case c.DriftEvalInterval < 0:
+		return c, fmt.Errorf("control plane: drift evaluation interval %s is negative; give a positive duration, or 0 for the default (%s)", c.DriftEvalInterval, DefaultDriftEvalInterval)
 	}
 	if c.PublicBrokerURL != "" {
 		u, err := url.Parse(c.PublicBrokerURL)

@@ -56,8 +56,6 @@ const (
 	// often devices report: a thousand devices reporting at once cost a
 	// pass or two, not a thousand.
 	rolloutMinGap = 100 * time.Millisecond
-	// driftInterval is how often the drift policies are evaluated.
-	driftInterval = time.Minute
 )
 
 // ControlPlane is a configured control plane. Its methods are safe for
@@ -156,16 +154,15 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 	auth.set(cp.fleet)
 	cp.monitor = monitor.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "monitor"), cfg.Now)
 	cp.rollouts = rollout.New(cp.store, cp.fleet, cp.registry, cp.monitor, cp.log.With("component", "rollout"), cfg.Now)
-	// Data statistics are grouped by the device's firmware profile; the
-	// drift window is the monitor's default (monitor.DefaultStatsWindow).
-	if err := cp.monitor.ConfigureStats(monitor.StatsConfig{Profile: func(ctx context.Context, id string) (string, error) {
+	// Data statistics are grouped by the device's firmware profile.
+	if err := cp.monitor.ConfigureStats(monitor.StatsConfig{Window: cfg.DriftWindow, Profile: func(ctx context.Context, id string) (string, error) {
 		d, err := cp.fleet.Get(ctx, id)
 		return d.Profile, err
 	}}); err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	cp.drift = drift.New(cp.store, cp.monitor, cp.registry, drift.Options{
-		Now: cfg.Now, Window: cp.monitor.StatsWindowDuration(), Log: cp.log.With("component", "drift"),
+		Now: cfg.Now, Window: cp.monitor.StatsWindowDuration(), Settle: cfg.DriftSettle, Log: cp.log.With("component", "drift"),
 	})
 	cp.jobs, err = jobs.New(cp.store, cp.datasets, cp.registry, cp.log.With("component", "jobs"), cfg.Now)
 	if err != nil {
@@ -292,7 +289,7 @@ func (cp *ControlPlane) Start() error {
 	}()
 	go func() {
 		defer cp.loopsDone.Done()
-		cp.drift.Run(loopCtx, driftInterval)
+		cp.drift.Run(loopCtx, cp.cfg.DriftEvalInterval)
 	}()
 	return nil
 }
@@ -340,6 +337,20 @@ func (cp *ControlPlane) ReconcileRollouts(ctx context.Context) error {
 		return errors.New("control plane: ReconcileRollouts after Close")
 	}
 	return cp.rollouts.Reconcile(ctx)
+}
+
+// EvaluateDrift evaluates the drift policies now: the windows that have
+// closed and settled since the last evaluation are judged, and alerts
+// raised (drift.Service.Evaluate). The control plane does this every
+// Config.DriftEvalInterval; tests call it rather than wait.
+func (cp *ControlPlane) EvaluateDrift(ctx context.Context) error {
+	cp.mu.Lock()
+	closed := cp.closed
+	cp.mu.Unlock()
+	if closed {
+		return errors.New("control plane: EvaluateDrift after Close")
+	}
+	return cp.drift.Evaluate(ctx)
 }
 
 // refreshLoop runs RefreshManifests every ManifestRefreshInterval until

@@ -61,6 +61,15 @@ func WithRolloutInterval(d time.Duration) Option {
 	return func(o *options) { o.cfg.RolloutInterval = d }
 }
 
+// WithDrift sets the drift window, how long after a window ends it is
+// judged, and how often the drift policies are evaluated (tests may call
+// EvaluateDrift instead of waiting for eval); zero keeps a default.
+func WithDrift(window, settle, eval time.Duration) Option {
+	return func(o *options) {
+		o.cfg.DriftWindow, o.cfg.DriftSettle, o.cfg.DriftEvalInterval = window, settle, eval
+	}
+}
+
 // WithDataDir uses dir (which the caller owns) instead of a fresh temp dir:
 // a control plane started on the data of a previous one.
 func WithDataDir(dir string) Option { return func(o *options) { o.cfg.DataDir = dir } }

@@ -36,6 +36,8 @@ and --public-broker-url with the address devices reach the broker at.`,
 	f.StringVar(&cfg.BrokerURL, "broker", os.Getenv("SHOAL_BROKER"), "external MQTT broker URL (tcp://user:pass@host:1883) instead of the embedded broker (env SHOAL_BROKER, which keeps the password off the command line)")
 	f.StringVar(&cfg.PublicBrokerURL, "public-broker-url", "", "broker URL agents are told at enrollment (default tcp://{mqtt-addr}, or --broker without credentials)")
 	f.StringVar(&cfg.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "MQTT topic prefix")
+	f.DurationVar(&cfg.DriftWindow, "drift-window", controlplane.DefaultDriftWindow, "window data statistics are aggregated over and drift judged on; must divide 24h (1h, 30m, 15m, ...)")
+	f.DurationVar(&cfg.DriftSettle, "drift-settle", controlplane.DefaultDriftSettle, "how long after a drift window ends it is judged, for late telemetry")
 	f.StringVar(&cfg.ONNXRuntimeLib, "onnxruntime-lib", "", "path of libonnxruntime.so (default: $ONNXRUNTIME_LIB, the `make ort` cache, then the system)")
 	return cmd
 }

@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/controlplane/client"
+	"github.com/shoalfleet/shoal/controlplane/controltest"
+	"github.com/shoalfleet/shoal/internal/onnxrt"
+)
+
+// The drift test's sensor features; driftShifted is the one phase (b)
+// moves by 3 standard deviations.
+var driftFeatures = []string{"temp", "vibration", "current", "pressure"}
+
+const driftShifted = "current"
+
+// driftMeans are the class-dependent means of the features (std 1).
+var driftMeans = [3][4]float64{
+	{0, 0, 0, 0},
+	{2, -1, 1, 0.5},
+	{-1, 2, -1, 1.5},
+}
+
+// driftRow draws a row of class c, with shift added to driftShifted.
+func driftRow(r *rand.Rand, c int, shift float64) []float64 {
+	row := make([]float64, len(driftFeatures))
+	for j := range row {
+		row[j] = driftMeans[c][j] + r.NormFloat64()
+		if driftFeatures[j] == driftShifted {
+			row[j] += shift
+		}
+	}
+	return row
+}
+
+// driftCSV is a classification data set of n rows drawn from driftRow.
+func driftCSV(r *rand.Rand, n int) string {
+	var b strings.Builder
+	b.WriteString(strings.Join(driftFeatures, ",") + ",class\n")
+	for i := 0; i < n; i++ {
+		c := i % 3
+		for _, v := range driftRow(r, c, 0) {
+			fmt.Fprintf(&b, "%.4f,", v)
+		}
+		fmt.Fprintf(&b, "c%d\n", c)
+	}
+	return b.String()
+}
+
+// driftSender makes batches of predictions on an agent until stopped,
+// drawn from the training distribution plus the current shift.
+type driftSender struct {
+	shift atomic.Int64 // in standard deviations
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	errMu sync.Mutex
+	err   error
+}
+
+func startDriftSender(t *testing.T, model string, agents []*fleetAgent, seed uint64) *driftSender {
+	s := &driftSender{stop: make(chan struct{})}
+	const batch = 25
+	for i, fa := range agents {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			r := rand.New(rand.NewPCG(seed, uint64(i)))
+			for {
+				select {
+				case <-s.stop:
+					return
+				default:
+				}
+				shift := float64(s.shift.Load())
+				x := make([]float32, 0, batch*len(driftFeatures))
+				for k := 0; k < batch; k++ {
+					for _, v := range driftRow(r, r.IntN(3), shift) {
+						x = append(x, float32(v))
+					}
+				}
+				_, code, body, err := fa.infer(model, "input", []int64{batch, int64(len(driftFeatures))}, x)
+				if err == nil && code != 200 {
+					err = fmt.Errorf("%s infer: %d %s", fa.id, code, body)
+				}
+				if err != nil {
+					s.errMu.Lock()
+					s.err = err
+					s.errMu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	t.Cleanup(s.halt)
+	return s
+}
+
+func (s *driftSender) halt() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.wg.Wait()
+}
+
+func (s *driftSender) check(t *testing.T) {
+	t.Helper()
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+}
+
+// TestDriftAlert: a model trained by a training job (so its version has a
+// reference profile) runs on three agents; predictions drawn from the
+// training distribution give settled windows with samples and low PSI
+// and no alert; predictions with one feature shifted by 3 standard
+// deviations raise an alert within K windows that names that feature.
+func TestDriftAlert(t *testing.T) {
+	onnxrt.MustInitForTest(t)
+	const (
+		window = time.Second
+		settle = 500 * time.Millisecond
+		model  = "sensors"
+	)
+	policy := client.DriftPolicy{Metric: "psi", Threshold: 0.2, MinSamples: 200, Windows: 2}
+	cp := controltest.Start(t, controltest.WithLogger(testLogger(t).With("component", "controlplane")),
+		controltest.WithDrift(window, settle, 250*time.Millisecond))
+	ctx := context.Background()
+	c := cp.Client
+
+	r := rand.New(rand.NewPCG(7, 11))
+	ds, err := c.PushDataset(ctx, "sensors", "class", "classification", strings.NewReader(driftCSV(r, 600)))
+	if err != nil {
+		t.Fatalf("push dataset: %v", err)
+	}
+	job, err := c.SubmitJob(ctx, client.JobSpec{Dataset: ds.Name, Model: model, Trainer: "logistic", Seed: 1})
+	if err != nil {
+		t.Fatalf("submit training job: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	job, err = c.WaitJob(wctx, job.ID, 50*time.Millisecond, nil)
+	cancel()
+	if err != nil {
+		t.Fatalf("wait for training job: %v", err)
+	}
+	if job.State != "succeeded" || job.Result == nil || job.Result.ProfileBytes == 0 {
+		t.Fatalf("training job %s: state %s, error %q, result %+v; want succeeded with a reference profile", job.ID, job.State, job.Error, job.Result)
+	}
+	version := job.Result.ModelVersion
+
+	var agents []*fleetAgent
+	for i := 1; i <= 3; i++ {
+		agents = append(agents, startAgent(t, cp, fmt.Sprintf("dev-%d", i), func(cfg *agent.Config) {
+			cfg.StatsWindow = 200 * time.Millisecond
+		}))
+	}
+	cp.Deploy(t, model, version)
+	waitDevices(t, c, "trained version active everywhere", allActive(3, model, version))
+	if _, err := c.SetDriftPolicy(ctx, model, policy); err != nil {
+		t.Fatalf("set drift policy: %v", err)
+	}
+
+	// (a) The training distribution: settled windows with samples, low
+	// PSI, and no alert once they are judged.
+	start := time.Now()
+	send := startDriftSender(t, model, agents, 3)
+	var calm []client.DriftWindow
+	eventually(t, 20*time.Second, "three settled windows of unshifted data with samples", func() error {
+		send.check(t)
+		rep, err := c.Drift(ctx, model, client.DriftQuery{Version: version, Last: time.Minute})
+		if err != nil {
+			return err
+		}
+		calm = calm[:0]
+		for _, w := range rep.Windows {
+			// Whole windows only: the first one started before the data.
+			if w.Start.After(start) && w.End.Add(settle).Before(time.Now()) {
+				calm = append(calm, w)
+			}
+		}
+		if len(calm) < 3 {
+			return fmt.Errorf("%d settled whole windows of %d: %+v", len(calm), len(rep.Windows), rep.Windows)
+		}
+		return nil
+	})
+	for _, w := range calm {
+		t.Logf("unshifted window %s: %d samples, PSI %.3f", w.Start.Format("15:04:05.000"), w.Samples, w.PSI)
+		if w.Error != "" || w.Samples < policy.MinSamples || w.PSI >= policy.Threshold || w.Breach {
+			t.Errorf("unshifted window %s: samples %d, PSI %.3f, breach %v, error %q; want ≥ %d samples, PSI under %.2f, no breach",
+				w.Start.Format("15:04:05.000"), w.Samples, w.PSI, w.Breach, w.Error, policy.MinSamples, policy.Threshold)
+		}
+		if len(w.Features) != len(driftFeatures)+1 { // and the output
+			t.Errorf("unshifted window %s: features %+v; want the %d inputs and the output", w.Start.Format("15:04:05.000"), w.Features, len(driftFeatures))
+		}
+	}
+	if err := cp.EvaluateDrift(ctx); err != nil {
+		t.Fatalf("evaluate drift: %v", err)
+	}
+	if alerts, err := c.Alerts(ctx, model); err != nil || len(alerts) != 0 {
+		t.Fatalf("alerts after unshifted data: %+v, %v; want none", alerts, err)
+	}
+
+	// (b) Shift one feature: an alert within K windows (plus the one the
+	// shift starts in, and settling), naming that feature.
+	shifted := time.Now()
+	send.shift.Store(3)
+	var alert client.Alert
+	budget := time.Duration(policy.Windows+2)*window + settle + 5*time.Second
+	eventually(t, budget, "drift alert after the shift", func() error {
+		send.check(t)
+		if err := cp.EvaluateDrift(ctx); err != nil {
+			return err
+		}
+		alerts, err := c.Alerts(ctx, model)
+		if err != nil {
+			return err
+		}
+		if len(alerts) == 0 {
+			rep, _ := c.Drift(ctx, model, client.DriftQuery{Version: version, Last: 10 * time.Second})
+			return fmt.Errorf("no alert; windows %+v", rep.Windows)
+		}
+		alert = alerts[0]
+		return nil
+	})
+	send.halt()
+	if len(listAlerts(t, c, model)) != 1 {
+		t.Errorf("alerts: %+v; want one", listAlerts(t, c, model))
+	}
+	if alert.Model != model || alert.Version != version || alert.Cohort != "all" || len(alert.Windows) < policy.Windows {
+		t.Errorf("alert %+v; want model %s version %s cohort all with ≥ %d windows", alert, model, version, policy.Windows)
+	}
+	for _, w := range alert.Windows {
+		if w.End.Before(shifted) || w.Samples < policy.MinSamples || w.PSI < policy.Threshold {
+			t.Errorf("alert window %s–%s: samples %d, PSI %.3f; want windows after the shift (%s) with ≥ %d samples and PSI ≥ %.2f",
+				w.Start.Format("15:04:05.000"), w.End.Format("15:04:05.000"), w.Samples, w.PSI, shifted.Format("15:04:05.000"), policy.MinSamples, policy.Threshold)
+		}
+	}
+	names := make([]string, len(alert.TopFeatures))
+	for i, f := range alert.TopFeatures {
+		names[i] = f.Name
+	}
+	if !slices.Contains(names, driftShifted) {
+		t.Errorf("alert top features %v; want %q among them", names, driftShifted)
+	}
+	for _, f := range alert.TopFeatures {
+		if f.Side == "input" && f.Name != driftShifted && f.PSI >= policy.Threshold {
+			t.Errorf("alert top feature %s has PSI %.3f; only %s was shifted", f.Name, f.PSI, driftShifted)
+		}
+	}
+	t.Logf("alert %s raised %s after the shift; top features %v", alert.ID, alert.RaisedAt.Sub(shifted).Round(time.Millisecond), names)
+}
+
+func listAlerts(t *testing.T, c *client.Client, model string) []client.Alert {
+	t.Helper()
+	a, err := c.Alerts(context.Background(), model)
+	if err != nil {
+		t.Fatalf("alerts: %v", err)
+	}
+	return a
+}
