@@ -141,6 +141,8 @@ type ModelVersion struct {
 	KeyID       string       `json:"key_id"`
 	Inputs      []TensorSpec `json:"inputs"`
 	Outputs     []TensorSpec `json:"outputs"`
+	// Validation is set on a version a training job made.
+	Validation *Validation `json:"validation,omitempty"`
 }
 
 // ModelSummary is one model in the model list.

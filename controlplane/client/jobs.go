@@ -25,6 +25,7 @@ type JobSpec struct {
 	Seed            uint64  `json:"seed"`
 	ValidationSplit float64 `json:"validation_split,omitempty"`
 	Patience        int     `json:"patience,omitempty"`
+	Gates           *Gates  `json:"gates,omitempty"`
 	Holdout         float64 `json:"holdout,omitempty"`
 }
 
@@ -72,6 +73,38 @@ type JobResult struct {
 	ProfileBytes   int                `json:"profile_bytes,omitempty"`
 	ProfileError   string             `json:"profile_error,omitempty"`
 	Lineage        JobLineage         `json:"lineage"`
+	Validation     *Validation        `json:"validation,omitempty"`
+}
+
+// Gates are what a trained model must pass to be signed (docs/API.md,
+// Validation gates); zero fields take the defaults.
+type Gates struct {
+	MinAccuracy    float64 `json:"min_accuracy,omitempty"`
+	MinF1          float64 `json:"min_macro_f1,omitempty"`
+	MaxRMSE        float64 `json:"max_rmse,omitempty"`
+	MaxMAE         float64 `json:"max_mae,omitempty"`
+	ChampionMargin float64 `json:"champion_margin,omitempty"`
+	MaxLatencyP95  string  `json:"max_latency_p95,omitempty"` // "50ms"
+	LatencyRuns    int     `json:"latency_runs,omitempty"`
+}
+
+// Validation is the gates' report on a model version.
+type Validation struct {
+	Status      string            `json:"status"` // passed or failed
+	Checks      []ValidationCheck `json:"checks"`
+	Reasons     []string          `json:"reasons,omitempty"`
+	Champion    string            `json:"champion,omitempty"`
+	HoldoutRows int               `json:"holdout_rows"`
+	ValidatedAt time.Time         `json:"validated_at"`
+}
+
+// ValidationCheck is one gate's result.
+type ValidationCheck struct {
+	Name   string  `json:"name"`
+	Passed bool    `json:"passed"`
+	Value  float64 `json:"value"`
+	Limit  float64 `json:"limit"`
+	Detail string  `json:"detail,omitempty"`
 }
 
 // JobLineage is what a model version was made from and how.

@@ -20,6 +20,8 @@ func newTrainCmd(o *rootOptions) *cobra.Command {
 		version string
 		wait    bool
 		poll    time.Duration
+		gates   client.Gates
+		latency time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "train --dataset NAME [--dataset-version V] --model NAME --trainer logistic|mlp [flags]",
@@ -32,6 +34,12 @@ func newTrainCmd(o *rootOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if spec.Dataset == "" || spec.Model == "" {
 				return fmt.Errorf("both --dataset and --model are needed (the dataset to train on, and the model to make a version of)")
+			}
+			if latency != 0 {
+				gates.MaxLatencyP95 = latency.String()
+			}
+			if gates != (client.Gates{}) {
+				spec.Gates = &gates
 			}
 			var err error
 			if spec.DatasetVersion, err = parseDatasetVersion(version); err != nil {
@@ -84,6 +92,9 @@ func newTrainCmd(o *rootOptions) *cobra.Command {
 	f.Float64Var(&spec.LearningRate, "learning-rate", 0, "Adam's step size (default 0.01, 0.001 for mlp)")
 	f.IntVar(&spec.BatchSize, "batch-size", 0, "mini-batch size (default 32)")
 	f.Uint64Var(&spec.Seed, "seed", 0, "random seed: the same seed trains the same model")
+	f.Float64Var(&gates.MinAccuracy, "min-accuracy", 0, "validation gate: least holdout accuracy (classification)")
+	f.DurationVar(&latency, "max-latency", 0, "validation gate: p95 latency budget of one row on the control plane (default 50ms)")
+	f.Float64Var(&gates.ChampionMargin, "champion-margin", 0, "validation gate: how much worse than the deployed champion the model may be (default 0.02)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress, and print the result")
 	f.DurationVar(&poll, "poll", 500*time.Millisecond, "how often --wait asks for the job's progress")
 	return cmd

@@ -57,7 +57,7 @@ func TestTrainCommands(t *testing.T) {
 	}
 
 	// Without --wait: the id, to follow with `shoal job show`.
-	out, stderr, err := run(t, s, "train", "--dataset", "iris", "--dataset-version", "1", "--model", "iris", "--trainer", "mlp", "--hidden", "8,4", "--epochs", "3")
+	out, stderr, err := run(t, s, "train", "--dataset", "iris", "--dataset-version", "1", "--model", "iris", "--trainer", "mlp", "--hidden", "8,4", "--epochs", "3", "--champion-margin", "1")
 	id := strings.TrimSpace(out)
 	if err != nil || !strings.HasPrefix(id, "job-") || !strings.Contains(stderr, "shoal job show "+id) {
 		t.Fatalf("train: %q %q %v", out, stderr, err)

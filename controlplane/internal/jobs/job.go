@@ -15,6 +15,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/training"
+	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
@@ -43,6 +44,9 @@ type Spec struct {
 	// runs (its lineage records which it was).
 	DatasetVersion int    `json:"dataset_version,omitempty"`
 	Model          string `json:"model"`
+	// Gates judge the trained model before it may be deployed (docs/API.md,
+	// Validation gates); left out, only the defaults apply.
+	Gates validation.Gates `json:"gates,omitzero"`
 	training.Spec
 }
 
@@ -66,7 +70,8 @@ type Job struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Result is what a succeeded job made.
+// Result is what a job made: a succeeded job's, or that of one failed by
+// its validation gates (the version is kept, unsigned).
 type Result struct {
 	Model        string `json:"model"`
 	ModelVersion string `json:"model_version"`
@@ -87,6 +92,8 @@ type Result struct {
 	ProfileBytes int     `json:"profile_bytes,omitempty"`
 	ProfileError string  `json:"profile_error,omitempty"`
 	Lineage      Lineage `json:"lineage"`
+	// Validation is the gates' report, also stored with the version.
+	Validation *validation.Report `json:"validation,omitempty"`
 }
 
 // Lineage is what a model version was made from and how.
@@ -183,6 +190,9 @@ func (s Spec) validate(op string, trainers map[string]training.Trainer) error {
 	case "", training.Classification, training.Regression:
 	default:
 		return shoalerr.E(shoalerr.Invalid, op, "job spec: task %.40q is unknown; use %q or %q, or leave it out for the dataset's", s.Task, training.Classification, training.Regression)
+	}
+	if err := s.Gates.Check(s.Task); err != nil {
+		return shoalerr.Wrap(err, shoalerr.Invalid, op, "job spec")
 	}
 	return nil
 }

@@ -183,6 +183,9 @@ func TestTrainIrisPushesVersionWithProfileAndLineage(t *testing.T) {
 	// The next job makes the next version, an MLP this time.
 	spec := irisSpec("iris", training.MLP)
 	spec.Hidden, spec.Epochs = []int{8}, 5
+	// Five epochs make a weaker model than version 1: let the champion
+	// gate take it (TestGatesPassSignFailKeepUnsigned tests the gate).
+	spec.Gates.ChampionMargin = 1
 	j2 := e.wait(e.submit(spec).ID)
 	if j2.State != Succeeded || j2.Result.ModelVersion != "2" || j2.Result.Lineage.Spec.Epochs != 5 {
 		t.Fatalf("second job = %s %q, result %+v", j2.State, j2.Error, j2.Result)

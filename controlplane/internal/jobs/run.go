@@ -3,13 +3,16 @@ package jobs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/training"
+	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/buildinfo"
 	"github.com/shoalfleet/shoal/internal/datastats"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
@@ -47,6 +50,9 @@ func (r *Runner) run(ctx context.Context, e *entry) (*Result, error) {
 	}
 	tspec := spec.Spec
 	tspec.Task = task
+	if err := spec.Gates.Check(task); err != nil {
+		return nil, shoalerr.Wrap(err, shoalerr.Invalid, op, "job spec")
+	}
 	trainer := r.trainers[spec.Trainer]
 	if _, builtin := trainer.(training.Builtin); builtin {
 		tspec = tspec.Defaults()
@@ -60,9 +66,6 @@ func (r *Runner) run(ctx context.Context, e *entry) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	// A validation gate goes here: res.Metrics are the holdout metrics,
-	// and a model refused here is never pushed.
 
 	// Training is done: what follows stores the model whatever happens to
 	// the job's context, so that a late cancel or a shutdown does not
@@ -80,11 +83,16 @@ func (r *Runner) run(ctx context.Context, e *entry) (*Result, error) {
 		},
 	}
 	profile, perr := profileOf(res, ds)
-	mv, err := r.push(pctx, spec.Model, res.Model)
+	rep, err := r.validate(pctx, spec, tspec, res, ds, out.Lineage)
+	if err != nil {
+		return nil, err
+	}
+	mv, err := r.push(pctx, spec.Model, res.Model, rep)
 	if err != nil {
 		return nil, err
 	}
 	out.ModelVersion, out.ModelSHA256, out.Lineage.ModelVersion = mv.Version, mv.SHA256, mv.Version
+	out.Validation = mv.Validation
 	if perr == nil {
 		perr = r.registry.SetReferenceProfile(pctx, mv.Name, mv.Version, profile)
 	}
@@ -95,11 +103,79 @@ func (r *Runner) run(ctx context.Context, e *entry) (*Result, error) {
 	} else if b, err := datastats.EncodeProfile(profile); err == nil {
 		out.ProfileBytes = len(b)
 	}
+	if !rep.Passed() {
+		return out, shoalerr.E(shoalerr.Invalid, op, "version %s of %s failed validation: %s; it is kept, unsigned, and cannot be deployed",
+			mv.Version, mv.Name, rep.Summary())
+	}
 	return out, nil
 }
 
+// validate judges a trained model by the job's gates on the holdout rows
+// the built-in trainers held out (training.Split with the spec's holdout
+// share and seed). A command trainer's holdout is its own, so its
+// metrics are recomputed on that same split but not held to parity.
+//
+// The champion is the newest version of the model that is deployable:
+// passed validation, or pushed by hand.
+func (r *Runner) validate(ctx context.Context, spec Spec, tspec training.Spec, res *training.Result, ds *dataset.Dataset, lin Lineage) (*validation.Report, error) {
+	lineage, err := json.Marshal(lin)
+	if err != nil {
+		return nil, fmt.Errorf("validation: encode lineage: %w", err)
+	}
+	clf := tspec.Task == training.Classification
+	reported := res.Metrics
+	split := tspec
+	if _, builtin := r.trainers[spec.Trainer].(training.Builtin); !builtin {
+		split, reported = tspec.Defaults(), nil
+	}
+	_, held := training.Split(ds.Y, split.Holdout, clf, split.Seed)
+	in := validation.Input{
+		Candidate: res.Model, Input: res.Input, Task: tspec.Task, Classes: len(ds.Classes),
+		Reported: reported, Lineage: lineage, Now: r.now,
+	}
+	for _, i := range held {
+		in.X, in.Y = append(in.X, ds.X[i]), append(in.Y, ds.Y[i])
+	}
+	if in.ChampionVersion, in.Champion, err = r.champion(ctx, spec.Model); err != nil {
+		return nil, err
+	}
+	rep, err := validation.Validate(ctx, in, spec.Gates)
+	if err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+// champion returns the newest deployable version of model and its bytes,
+// or nothing when there is none.
+func (r *Runner) champion(ctx context.Context, model string) (string, []byte, error) {
+	vs, err := r.registry.Versions(ctx, model)
+	if shoalerr.Is(err, shoalerr.NotFound) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i].ValidationStatus() == validation.Failed {
+			continue
+		}
+		f, err := r.registry.OpenArtifact(vs[i].SHA256)
+		if err != nil {
+			return "", nil, fmt.Errorf("validation: open champion %s version %s: %w", model, vs[i].Version, err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(f)
+		if err != nil {
+			return "", nil, fmt.Errorf("validation: read champion %s version %s: %w", model, vs[i].Version, err)
+		}
+		return vs[i].Version, b, nil
+	}
+	return "", nil, nil
+}
+
 // push stores the model as the next numeric version of name.
-func (r *Runner) push(ctx context.Context, name string, model []byte) (registry.ModelVersion, error) {
+func (r *Runner) push(ctx context.Context, name string, model []byte, rep *validation.Report) (registry.ModelVersion, error) {
 	r.publish.Lock()
 	defer r.publish.Unlock()
 	var err error
@@ -110,7 +186,7 @@ func (r *Runner) push(ctx context.Context, name string, model []byte) (registry.
 			return registry.ModelVersion{}, err
 		}
 		var mv registry.ModelVersion
-		mv, _, err = r.registry.Push(ctx, name, nextVersion(vs), bytes.NewReader(model))
+		mv, _, err = r.registry.PushValidated(ctx, name, nextVersion(vs), bytes.NewReader(model), rep)
 		if !shoalerr.Is(err, shoalerr.Conflict) {
 			return mv, err
 		}

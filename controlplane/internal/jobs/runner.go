@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/training"
+	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -28,7 +30,8 @@ type Datasets interface {
 // Invalid, NotFound, Conflict, TooLarge.
 type Registry interface {
 	Versions(ctx context.Context, name string) ([]registry.ModelVersion, error)
-	Push(ctx context.Context, name, version string, body io.Reader) (registry.ModelVersion, bool, error)
+	PushValidated(ctx context.Context, name, version string, body io.Reader, rep *validation.Report) (registry.ModelVersion, bool, error)
+	OpenArtifact(sha256Hex string) (*os.File, error)
 	SetReferenceProfile(ctx context.Context, name, version string, profile *shoalv1.ReferenceProfile) error
 }
 
@@ -415,7 +418,8 @@ func (r *Runner) finish(ctx context.Context, e *entry, res *Result, err error) {
 	case errors.Is(cause, errShutdown):
 		e.job.State, e.job.Error = Failed, "the control plane shut down while the job ran; submit it again (the same seed trains the same model)"
 	default:
-		e.job.State, e.job.Error = Failed, err.Error()
+		// A model refused by its gates is kept: res says which version.
+		e.job.State, e.job.Error, e.job.Result = Failed, err.Error(), res
 	}
 	j := e.job.clone()
 	r.mu.Unlock()

@@ -38,7 +38,8 @@ type ManifestOptions struct {
 // model's next release sequence, and returns the DSSE envelope (JSON, payload
 // type trust.ManifestPayloadType, payload the manifest in protobuf JSON) and
 // the manifest itself. The manifest carries the version's reference
-// profile (SetReferenceProfile), if it has one. Errors: Invalid, NotFound.
+// profile (SetReferenceProfile), if it has one. Errors: Invalid, NotFound,
+// Conflict (the version failed validation).
 func (r *Registry) Manifest(ctx context.Context, name, version string, opts ManifestOptions) ([]byte, *shoalv1.DeploymentManifest, error) {
 	const op = "registry.Manifest"
 	if opts.TTL < 0 {
@@ -49,6 +50,9 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 	}
 	mv, err := r.Get(ctx, name, version)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := mv.deployable(op); err != nil {
 		return nil, nil, err
 	}
 	var (

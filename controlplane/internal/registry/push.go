@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -29,6 +30,15 @@ import (
 // version holds different bytes). On error nothing is stored and no file is
 // left behind.
 func (r *Registry) Push(ctx context.Context, name, version string, body io.Reader) (ModelVersion, bool, error) {
+	return r.PushValidated(ctx, name, version, body, nil)
+}
+
+// PushValidated is Push for a model a training job validated: the report
+// is stored with the version, and a version whose report failed is kept
+// but not signed, so that Manifest and Signature refuse it. A nil report
+// is Push. Re-pushing identical bytes returns the stored version as it
+// is, report and all.
+func (r *Registry) PushValidated(ctx context.Context, name, version string, body io.Reader, rep *validation.Report) (ModelVersion, bool, error) {
 	const op = "registry.Push"
 	if err := validateNameVersion(name, version); err != nil {
 		return ModelVersion{}, false, err
@@ -53,9 +63,12 @@ func (r *Registry) Push(ctx context.Context, name, version string, body io.Reade
 	if err != nil {
 		return ModelVersion{}, false, modelRefused(op, name, version, err)
 	}
-	sig, err := r.signer.SignBlob(bytes.NewReader(data))
-	if err != nil {
-		return ModelVersion{}, false, err
+	var sig, keyID string
+	if rep == nil || rep.Passed() {
+		if sig, err = r.signer.SignBlob(bytes.NewReader(data)); err != nil {
+			return ModelVersion{}, false, err
+		}
+		keyID = r.signer.KeyID()
 	}
 	stBytes, err := proto.Marshal(selfTest)
 	if err != nil {
@@ -69,8 +82,9 @@ func (r *Registry) Push(ctx context.Context, name, version string, body io.Reade
 		Name: name, Version: version, SHA256: sha, Size: size,
 		CreatedAt:   r.now().UTC(),
 		ArtifactURL: ArtifactURL(sha),
-		Signature:   sig, KeyID: r.signer.KeyID(),
+		Signature:   sig, KeyID: keyID,
 		Inputs: inputs, Outputs: outputs,
+		Validation: rep,
 	}
 	var (
 		stored  ModelVersion
@@ -104,7 +118,7 @@ func (r *Registry) Push(ctx context.Context, name, version string, body io.Reade
 	}
 	if created {
 		r.log.Info("model version stored", "model", name, "version", version, "sha256", sha, "size", size,
-			"inputs", len(inputs), "outputs", len(outputs))
+			"inputs", len(inputs), "outputs", len(outputs), "validation", mv.ValidationStatus())
 	}
 	return stored, created, nil
 }

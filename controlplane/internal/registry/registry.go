@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
+	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/names"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
@@ -49,6 +50,28 @@ type ModelVersion struct {
 	KeyID       string              `json:"key_id"`
 	Inputs      []onnxrt.TensorSpec `json:"inputs"`
 	Outputs     []onnxrt.TensorSpec `json:"outputs"`
+	// Validation is the verdict of a training job's gates; nil for a
+	// version pushed by hand, which is signed and deployable as pushed.
+	// A version that failed has no Signature and cannot be deployed.
+	Validation *validation.Report `json:"validation,omitempty"`
+}
+
+// ValidationStatus is "" for a version pushed by hand, else "passed" or
+// "failed".
+func (mv ModelVersion) ValidationStatus() validation.Status {
+	if mv.Validation == nil {
+		return ""
+	}
+	return mv.Validation.Status
+}
+
+// deployable refuses a version that failed validation. Errors: Conflict.
+func (mv ModelVersion) deployable(op string) error {
+	if mv.Validation == nil || mv.Validation.Passed() {
+		return nil
+	}
+	return shoalerr.E(shoalerr.Conflict, op, "version %s of %s failed validation: %s; it cannot be deployed (train again, or push a version by hand)",
+		mv.Version, mv.Name, mv.Validation.Summary())
 }
 
 // Model summarises the versions of one model. Versions are in push order;
@@ -168,10 +191,14 @@ func (r *Registry) viewRecord(name, version string) (record, error) {
 }
 
 // Signature returns the artifact's cosign blob signature (base64) of one
-// version. Errors as Get.
+// version. Errors as Get, and Conflict for a version that failed
+// validation (it was never signed).
 func (r *Registry) Signature(ctx context.Context, name, version string) (string, error) {
 	mv, err := r.Get(ctx, name, version)
 	if err != nil {
+		return "", err
+	}
+	if err := mv.deployable("registry.Signature"); err != nil {
 		return "", err
 	}
 	return mv.Signature, nil
