@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -124,15 +125,30 @@ func newModelShowCmd(o *rootOptions) *cobra.Command {
 				{"name", mv.Name}, {"version", mv.Version}, {"sha256", mv.SHA256},
 				{"size", fmt.Sprintf("%s (%d bytes)", humanBytes(mv.Size), mv.Size)},
 				{"created", mv.CreatedAt.Format("2006-01-02 15:04:05 MST")},
-				{"artifact", mv.ArtifactURL}, {"key id", mv.KeyID}, {"signature", mv.Signature},
+				{"artifact", mv.ArtifactURL}, {"key id", orDash(mv.KeyID)}, {"signature", orDash(mv.Signature)},
 			}
+			validation := "not gated (pushed by hand)"
+			if v := mv.Validation; v != nil {
+				validation = v.Status
+				if len(v.Reasons) > 0 {
+					validation += ": " + strings.Join(v.Reasons, "; ")
+				}
+			}
+			rows = append(rows, []string{"validation", validation})
 			for _, in := range mv.Inputs {
 				rows = append(rows, []string{"input", specs([]client.TensorSpec{in})})
 			}
 			for _, out := range mv.Outputs {
 				rows = append(rows, []string{"output", specs([]client.TensorSpec{out})})
 			}
-			return table(o.stdout, []string{"FIELD", "VALUE"}, rows)
+			if err := table(o.stdout, []string{"FIELD", "VALUE"}, rows); err != nil {
+				return err
+			}
+			if mv.Validation != nil {
+				fmt.Fprintln(o.stdout)
+				printValidation(o.stdout, mv.Validation)
+			}
+			return nil
 		},
 	}
 }

@@ -209,6 +209,32 @@ func printJob(w io.Writer, j client.Job) {
 	if r.ProfileError != "" {
 		fmt.Fprintf(w, "  no reference profile: %s\n", r.ProfileError)
 	}
+	printValidation(w, r.Validation)
+}
+
+// printValidation prints a version's validation gates as a table.
+func printValidation(w io.Writer, v *client.Validation) {
+	if v == nil {
+		return
+	}
+	verdict := "PASSED: signed, can be deployed"
+	if v.Status != "passed" {
+		verdict = "FAILED: kept unsigned, cannot be deployed"
+	}
+	fmt.Fprintf(w, "  validation %s (%d holdout rows", verdict, v.HoldoutRows)
+	if v.Champion != "" {
+		fmt.Fprintf(w, ", champion version %s", v.Champion)
+	}
+	fmt.Fprintln(w, ")")
+	rows := make([][]string, 0, len(v.Checks))
+	for _, c := range v.Checks {
+		mark := "pass"
+		if !c.Passed {
+			mark = "FAIL"
+		}
+		rows = append(rows, []string{"   " + c.Name, strconv.FormatFloat(c.Value, 'g', 5, 64), strconv.FormatFloat(c.Limit, 'g', 5, 64), mark, orDash(c.Detail)})
+	}
+	table(w, []string{"   CHECK", "VALUE", "LIMIT", "RESULT", "DETAIL"}, rows)
 }
 
 // metrics lists metrics by name: "accuracy 0.9667  macro_f1 0.9658".

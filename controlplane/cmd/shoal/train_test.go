@@ -67,9 +67,16 @@ func TestTrainCommands(t *testing.T) {
 		t.Fatalf("second job = %+v, %v", done, err)
 	}
 	out, _, err = run(t, s, "job", "show", id)
-	for _, want := range []string{id + " succeeded: mlp on dataset iris v1, model iris", "epoch 3/3", "made iris version 2", "holdout accuracy", "from dataset iris v1"} {
+	for _, want := range []string{id + " succeeded: mlp on dataset iris v1, model iris", "epoch 3/3", "made iris version 2", "holdout accuracy", "from dataset iris v1",
+		"validation PASSED", "champion version 1", "CHECK", "ort_parity", "latency_p95_ms", "pass"} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Errorf("job show: %q %v; want %q", out, err, want)
+		}
+	}
+	out, _, err = run(t, s, "model", "show", "iris", "2")
+	for _, want := range []string{"validation", "passed", "ort_parity"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("model show: %q %v; want %q", out, err, want)
 		}
 	}
 	out, _, err = run(t, s, "jobs")
@@ -77,6 +84,19 @@ func TestTrainCommands(t *testing.T) {
 		if err != nil || !strings.Contains(out, want) {
 			t.Errorf("jobs: %q %v; want %q", out, err, want)
 		}
+	}
+
+	// A model below its gate is kept unsigned, and says so.
+	out, _, err = run(t, s, "train", "--dataset", "iris", "--model", "iris", "--trainer", "mlp", "--hidden", "2", "--epochs", "1",
+		"--min-accuracy", "0.999", "--champion-margin", "1", "--wait", "--poll", "10ms")
+	if err == nil || !strings.Contains(out, "validation FAILED: kept unsigned, cannot be deployed") || !strings.Contains(out, "FAIL") {
+		t.Errorf("train below its gate: %q %v", out, err)
+	}
+	if out, _, err := run(t, s, "model", "show", "iris", "3"); err != nil || !strings.Contains(out, "failed: ") {
+		t.Errorf("model show of a failed version: %q %v", out, err)
+	}
+	if _, _, err := run(t, s, "deploy", "--model", "iris", "--version", "3"); err == nil || !strings.Contains(err.Error(), "cannot be deployed") {
+		t.Errorf("deploy of a failed version: %v", err)
 	}
 
 	// --wait on a job that fails prints why and exits non-zero.
