@@ -25,6 +25,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/drift"
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/jobs"
+	"github.com/shoalfleet/shoal/controlplane/internal/loop"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/rollout"
@@ -74,6 +75,7 @@ type ControlPlane struct {
 	monitor  *monitor.Monitor
 	rollouts *rollout.Engine
 	drift    *drift.Service
+	retrain  *loop.Service
 	embedded *broker.Embedded // nil when an external broker is used
 	external *broker.External // nil when the embedded broker is used
 	bus      broker.Bus
@@ -161,13 +163,16 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 	}}); err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
-	cp.drift = drift.New(cp.store, cp.monitor, cp.registry, drift.Options{
-		Now: cfg.Now, Window: cp.monitor.StatsWindowDuration(), Settle: cfg.DriftSettle, Log: cp.log.With("component", "drift"),
-	})
 	cp.jobs, err = jobs.New(cp.store, cp.datasets, cp.registry, cp.log.With("component", "jobs"), cfg.Now)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
+	// The retraining loop is made before drift, whose alerts it takes.
+	cp.retrain = loop.New(cp.store, cp.jobs, cp.datasets, cp.rollouts, loop.Options{Now: cfg.Now, Log: cp.log.With("component", "loop")})
+	cp.drift = drift.New(cp.store, cp.monitor, cp.registry, drift.Options{
+		Now: cfg.Now, Window: cp.monitor.StatsWindowDuration(), Settle: cfg.DriftSettle, Log: cp.log.With("component", "drift"),
+		OnAlert: cp.retrain.OnAlert,
+	})
 
 	handler := api.New(api.Deps{
 		Registry:     cp.registry,
@@ -177,6 +182,7 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		Datasets:     cp.datasets,
 		Drift:        cp.drift,
 		Jobs:         cp.jobs,
+		Loop:         cp.retrain,
 		PublicKeyPEM: cp.signer.PublicKeyPEM(),
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,
@@ -278,7 +284,7 @@ func (cp *ControlPlane) Start() error {
 	cp.log.Info("agents enroll at "+cp.urlLocked()+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
 	loopCtx, stop := context.WithCancel(context.Background())
 	cp.stopLoops = stop
-	cp.loopsDone.Add(3)
+	cp.loopsDone.Add(4)
 	go func() {
 		defer cp.loopsDone.Done()
 		cp.refreshLoop(loopCtx)
@@ -290,6 +296,10 @@ func (cp *ControlPlane) Start() error {
 	go func() {
 		defer cp.loopsDone.Done()
 		cp.drift.Run(loopCtx, cp.cfg.DriftEvalInterval)
+	}()
+	go func() {
+		defer cp.loopsDone.Done()
+		cp.retrain.Run(loopCtx, cp.cfg.RolloutInterval)
 	}()
 	return nil
 }

@@ -72,6 +72,9 @@ type Deps struct {
 	// Drift measures data drift and keeps its policies and alerts; nil
 	// leaves the drift and alert routes out.
 	Drift Drift
+	// Loop keeps retraining policies and runs; nil leaves the loop routes
+	// out.
+	Loop Loop
 	// PublicKeyPEM is the trust root agents pin at enrollment.
 	PublicKeyPEM []byte
 	// TopicPrefix is the MQTT topic prefix agents are told at enrollment.
@@ -153,6 +156,11 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 		r.GET("/api/v1/drift/:model/policy", s.getDriftPolicy)
 		r.PUT("/api/v1/drift/:model/policy", s.putDriftPolicy)
 		r.GET("/api/v1/alerts", s.listAlerts)
+	}
+	if deps.Loop != nil {
+		r.GET("/api/v1/loop/:model", s.listLoopRuns)
+		r.GET("/api/v1/loop/:model/policy", s.getLoopPolicy)
+		r.PUT("/api/v1/loop/:model/policy", s.putLoopPolicy)
 	}
 
 	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))
