@@ -151,7 +151,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("local API: %w (is another agent running? choose another --api-addr)", err)
 	}
-	handler := localapi.New(a.models, a.agg, localapi.Config{Metrics: a.metrics}, a.log.With("component", "localapi"))
+	handler := localapi.New(a.models, a.agg, localapi.Config{Metrics: a.metrics, Capture: a.agg}, a.log.With("component", "localapi"))
 	a.api = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	return a, nil
 }
@@ -197,6 +197,7 @@ func (a *Agent) metrics() []procstats.Metric {
 		{Name: "shoal_agent_outbox_records", Help: "Telemetry records queued, not yet acknowledged by the control plane.", Kind: procstats.Gauge, Value: float64(a.outbox.Len())},
 		{Name: "shoal_agent_outbox_bytes", Help: "Encoded size of the queued telemetry records.", Kind: procstats.Gauge, Value: float64(a.outbox.Bytes())},
 		{Name: "shoal_agent_data_stats_dropped_total", Help: "Windows of a model version's data statistics left out of telemetry for making the record too large.", Kind: procstats.Counter, Value: float64(a.agg.StatsDropped())},
+		{Name: "shoal_agent_captures_dropped_total", Help: "Captured predictions and feedback labels dropped for being over a telemetry record's bounds.", Kind: procstats.Counter, Value: float64(a.agg.CapturesDropped())},
 		{Name: "shoal_agent_mqtt_connected", Help: "1 while connected to the MQTT broker.", Kind: procstats.Gauge, Value: connected},
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -62,6 +63,9 @@ type Model struct {
 	// stats, once set, keeps the data statistics of the predictions; nil
 	// when the manifest has no reference profile.
 	stats    atomic.Pointer[DataStats]
+	// captureShare is the float64 bits of the share of predictions to
+	// capture (DeploymentManifest.capture_share); 0 captures none.
+	captureShare atomic.Uint64
 	closeErr error // the session's Close error; written before closed is closed
 	closed   chan struct{}
 	// releaseFn calls m.release; made once so that Acquire does not allocate.
@@ -165,6 +169,19 @@ func (m *Model) Stats() *DataStats { return m.stats.Load() }
 // called while m serves: a model loaded from disk gets its statistics once
 // the reconciler sees its manifest.
 func (m *Model) SetStats(s *DataStats) bool { return m.stats.CompareAndSwap(nil, s) }
+
+// CaptureShare returns the share of m's predictions (0..1) to capture for
+// retraining data; 0 means none. It is one atomic load.
+func (m *Model) CaptureShare() float64 { return math.Float64frombits(m.captureShare.Load()) }
+
+// SetCaptureShare sets CaptureShare, clamped to [0, 1] (NaN is 0). It may
+// be called while m serves.
+func (m *Model) SetCaptureShare(share float64) {
+	if !(share > 0) {
+		share = 0
+	}
+	m.captureShare.Store(math.Float64bits(min(share, 1)))
+}
 
 // SelfTest runs the manifest's self-test: its inputs must give its expected
 // outputs within its tolerance. The error says which output differs and how.

@@ -42,6 +42,9 @@ func NewDataStats(p *shoalv1.ReferenceProfile, m *Model) (*DataStats, error) {
 	return s, nil
 }
 
+// InputName returns the input tensor the profile is of; "" if none.
+func (s *DataStats) InputName() string { return s.input }
+
 // Observe records one prediction, from the tensors it was given and those
 // it returned. It records nothing and returns nil when a tensor the profile
 // names is not among them; it records nothing and returns an error when

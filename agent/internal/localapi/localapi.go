@@ -65,6 +65,10 @@ type Config struct {
 	// process's own and the handler's prediction counters. It is called
 	// once per scrape.
 	Metrics func() []procstats.Metric
+	// Capture, if set, takes the sampled predictions of models with a
+	// capture share and the labels POST /v1/feedback gives; without it
+	// nothing is captured and /v1/feedback answers 503.
+	Capture Capturer
 }
 
 type handler struct {
@@ -76,6 +80,8 @@ type handler struct {
 	// statsLogs is for data statistics refused: one line a minute.
 	statsLogs *lograte.Limiter
 	mux       *http.ServeMux
+	capt      Capturer
+	recent    recentIDs // ids of captured predictions, for feedback
 
 	// Predictions counted as the Recorder counts them: each prediction a
 	// model ran (or failed to run), not the requests refused before.
@@ -98,7 +104,7 @@ func New(models ModelSource, rec Recorder, cfg Config, log *slog.Logger) http.Ha
 		log = slog.New(slog.DiscardHandler)
 	}
 	// A model failing on every request is logged once a minute.
-	h := &handler{models: models, rec: rec, cfg: cfg, log: log, logs: lograte.New(time.Minute, 1, nil), statsLogs: lograte.New(time.Minute, 1, nil), mux: http.NewServeMux()}
+	h := &handler{models: models, rec: rec, cfg: cfg, log: log, logs: lograte.New(time.Minute, 1, nil), statsLogs: lograte.New(time.Minute, 1, nil), mux: http.NewServeMux(), capt: cfg.Capture}
 	route := func(method, path string, f http.HandlerFunc) {
 		h.mux.HandleFunc(method+" "+path, f)
 		// Any other method on the path: 405 with a JSON body.
@@ -116,6 +122,7 @@ func New(models ModelSource, rec Recorder, cfg Config, log *slog.Logger) http.Ha
 	route("GET", "/v2/models/{name}/versions/{version}", h.modelMetadata)
 	route("GET", "/v2/models/{name}/versions/{version}/ready", h.modelReady)
 	route("POST", "/v2/models/{name}/versions/{version}/infer", h.infer)
+	route("POST", "/v1/feedback", h.feedback)
 	route("GET", "/metrics", procstats.Handler(h.metrics).ServeHTTP)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+"; see /v2/models/{name}/infer")
@@ -327,6 +334,12 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 	if st := m.Stats(); st != nil {
 		h.observeStats(st, ref, req.inputs, outs)
 	}
+	// Every prediction has an id, for feedback: the request's, else a
+	// random one.
+	if !req.hasID {
+		req.id, req.hasID = newPredictionID(), true
+	}
+	h.capture(m, req.id, req.inputs, outs)
 	if req.outputs != nil {
 		outs = selectOutputs(outs, req.outputs)
 	}

@@ -274,7 +274,8 @@ func TestInferMLP(t *testing.T) {
 	body := `{"outputs":[{"name":"label","parameters":{"binary_data":false}}],"inputs":[{"data":[` + floatsJSON(x[:784]) + `],"datatype":"FP32","shape":[1,784],"name":"input"}]}`
 	r := do(t, srv, "POST", "/v2/models/mnist/versions/1/infer", body)
 	outs := outputs(t, r)
-	if len(outs) != 1 || outs["label"] == nil || r.body["id"] != nil {
+	// A request with no id gets one, for feedback.
+	if id, _ := r.body["id"].(string); len(outs) != 1 || outs["label"] == nil || len(id) != 16 {
 		t.Fatalf("outputs = %s", r.raw)
 	}
 	obs := rec.take()
@@ -316,12 +317,12 @@ func TestInferDatatypes(t *testing.T) {
 		t.Run(c.dt, func(t *testing.T) {
 			var n []any
 			json.Unmarshal([]byte(strings.ReplaceAll(c.data, `"NaN"`, `0`)), &n)
-			body := fmt.Sprintf(`{"inputs":[{"name":"in %s","datatype":"%s","shape":[%d],"data":%s}]}`, c.dt, c.dt, len(n), c.data)
+			body := fmt.Sprintf(`{"id":"r","inputs":[{"name":"in %s","datatype":"%s","shape":[%d],"data":%s}]}`, c.dt, c.dt, len(n), c.data)
 			r := do(t, srv, "POST", "/v2/models/echo%20"+c.dt+"/infer", body)
 			if r.status != 200 {
 				t.Fatalf("status %d: %s", r.status, r.raw)
 			}
-			want := fmt.Sprintf(`{"model_name":"echo %s","model_version":"1","outputs":[{"name":"out %s","datatype":"%s","shape":[%d],"data":%s}]}`,
+			want := fmt.Sprintf(`{"model_name":"echo %s","model_version":"1","id":"r","outputs":[{"name":"out %s","datatype":"%s","shape":[%d],"data":%s}]}`,
 				c.dt, c.dt, c.dt, len(n), c.out)
 			if got := strings.TrimSpace(string(r.raw)); got != want {
 				t.Fatalf("response\n%s\nwant\n%s", got, want)

@@ -633,11 +633,12 @@ func (r *Reconciler) install(ctx context.Context, m *manifest, s *slot) error {
 	return nil
 }
 
-// attachStats gives model the data statistics of its manifest's reference
-// profile, if it has one. A profile that does not decode or does not fit
+// attachStats gives model its manifest's capture share and the data
+// statistics of its manifest's reference profile, if it has one. A profile that does not decode or does not fit
 // the model is logged and the model serves without statistics: they are a
 // report on the version, not a reason to refuse it.
 func (r *Reconciler) attachStats(model *inference.Model, m *manifest) {
+	model.SetCaptureShare(m.GetCaptureShare())
 	b := m.GetReferenceProfile()
 	if len(b) == 0 || r.cfg.NoDataStats || model.Stats() != nil {
 		return

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/agent/internal/failpoint"
@@ -37,6 +38,9 @@ const (
 	// DefaultMaxRecordBytes is Config.MaxRecordBytes when 0: the outbox's
 	// bound on a record.
 	DefaultMaxRecordBytes = 64 << 10
+	// MaxCapturesPerRecord bounds the captured rows and feedback, each, that
+	// one record carries; more in one window are dropped and counted.
+	MaxCapturesPerRecord = 256
 	// maxUnsent bounds the records kept for another try when the sink
 	// refuses them.
 	maxUnsent = 1000
@@ -101,6 +105,16 @@ type Aggregator struct {
 
 	statsDropped atomic.Uint64
 	statsLogs    *lograte.Limiter
+
+	capMu    sync.Mutex           // guards pending
+	pending  map[key]*pendingData // captures and feedback for the next records
+	capDrops atomic.Uint64
+}
+
+// pendingData is what a version's next record carries besides its counts.
+type pendingData struct {
+	captures []*shoalv1.CapturedRow
+	feedback []*shoalv1.Feedback
 }
 
 // statsWindow is the open statistics window of one version.
@@ -147,7 +161,7 @@ func NewAggregator(cfg Config, sink Sink, log *slog.Logger) *Aggregator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Aggregator{cfg: cfg, sink: sink, log: log, stats: map[key]*statsWindow{}, statsLogs: lograte.New(time.Minute, 1, nil)}
+	a := &Aggregator{cfg: cfg, sink: sink, log: log, stats: map[key]*statsWindow{}, pending: map[key]*pendingData{}, statsLogs: lograte.New(time.Minute, 1, nil)}
 	a.cur.Store(&window{start: cfg.Now()})
 	return a
 }
@@ -279,6 +293,7 @@ func (a *Aggregator) rotateAt(end, next time.Time, allStats bool) error {
 	if a.cfg.StatsWindow > 0 {
 		recs = a.addStats(recs, old.start, end, allStats)
 	}
+	recs = a.addCaptures(recs, old.start, end)
 	recs = append(a.unsent, recs...)
 	a.unsent = nil
 	appended := 0
@@ -444,4 +459,95 @@ func encodedSize(r *shoalv1.TelemetryRecord) int {
 	n := proto.Size(r)
 	r.Seq = seq
 	return n
+}
+
+// Capture queues a sampled prediction of model version for its next
+// record. Over MaxCapturesPerRecord in a window it is dropped and counted
+// in CapturesDropped. It is called only for sampled predictions, so a
+// mutex is cheap enough.
+func (a *Aggregator) Capture(model, version string, row *shoalv1.CapturedRow) {
+	a.queue(key{model, version}, row, nil)
+}
+
+// Feedback queues a ground-truth label for the next record of model
+// version, bounded as Capture.
+func (a *Aggregator) Feedback(model, version string, fb *shoalv1.Feedback) {
+	a.queue(key{model, version}, nil, fb)
+}
+
+func (a *Aggregator) queue(k key, row *shoalv1.CapturedRow, fb *shoalv1.Feedback) {
+	a.capMu.Lock()
+	defer a.capMu.Unlock()
+	p := a.pending[k]
+	if p == nil {
+		p = &pendingData{}
+		a.pending[k] = p
+	}
+	switch {
+	case row != nil && len(p.captures) < MaxCapturesPerRecord:
+		p.captures = append(p.captures, row)
+	case fb != nil && len(p.feedback) < MaxCapturesPerRecord:
+		p.feedback = append(p.feedback, fb)
+	default:
+		a.capDrops.Add(1)
+	}
+}
+
+// CapturesDropped returns how many captured rows and feedback labels were
+// dropped: over MaxCapturesPerRecord in a window, or over the record's
+// size bound.
+func (a *Aggregator) CapturesDropped() uint64 { return a.capDrops.Load() }
+
+// addCaptures puts the pending captures and feedback on the records of the
+// window [start, end) (making a record for a version that has none),
+// within MaxRecordBytes: what does not fit is dropped and counted. The
+// caller holds flushMu.
+func (a *Aggregator) addCaptures(recs []*shoalv1.TelemetryRecord, start, end time.Time) []*shoalv1.TelemetryRecord {
+	a.capMu.Lock()
+	pending := a.pending
+	a.pending = map[key]*pendingData{}
+	a.capMu.Unlock()
+	keys := make([]key, 0, len(pending))
+	for k := range pending {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
+	for _, k := range keys {
+		p := pending[k]
+		j := sort.Search(len(recs), func(j int) bool { return !keyOf(recs[j]).less(k) })
+		if j == len(recs) || keyOf(recs[j]) != k {
+			recs = slices.Insert(recs, j, &shoalv1.TelemetryRecord{ModelName: k.model, ModelVersion: k.version, WindowStartUnixMs: start.UnixMilli(), WindowEndUnixMs: end.UnixMilli()})
+		}
+		r := recs[j]
+		size := encodedSize(r)
+		// Feedback first: a label is small and worth more than a row.
+		for _, fb := range p.feedback {
+			n := protowireSize(proto.Size(fb))
+			if size+n > a.cfg.MaxRecordBytes {
+				a.capDrops.Add(1)
+				continue
+			}
+			r.Feedback = append(r.Feedback, fb)
+			size += n
+		}
+		for _, row := range p.captures {
+			n := protowireSize(proto.Size(row))
+			if size+n > a.cfg.MaxRecordBytes {
+				a.capDrops.Add(1)
+				continue
+			}
+			r.Captures = append(r.Captures, row)
+			size += n
+		}
+		if len(r.Captures)+len(r.Feedback) == 0 && r.Predictions == 0 && len(r.InputStats)+len(r.OutputStats) == 0 {
+			recs = slices.Delete(recs, j, j+1) // made for captures that all were dropped
+		}
+	}
+	return recs
+}
+
+// protowireSize is the encoded size of an embedded message of n bytes: its
+// tag (one byte for fields up to 15, two up to 2047), its length and n.
+func protowireSize(n int) int {
+	return 2 + protowire.SizeVarint(uint64(n)) + n
 }

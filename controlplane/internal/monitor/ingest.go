@@ -148,6 +148,9 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 		m.logLimited("stats", id, "telemetry records stored but their data statistics left out of the drift aggregates",
 			"device", id, "invalid", res.statsInvalid, "mismatched", res.statsMismatched, "over_batch_limit", res.statsOverLimit, "error", res.statsError)
 	}
+	if res.labelsDropped > 0 {
+		m.logLimited("labels", id, "feedback labels dropped: the model keeps its bound of labels", "device", id, "dropped", res.labelsDropped, "limit", MaxCapturedRows)
+	}
 	m.ack(id, &b)
 }
 
@@ -194,6 +197,8 @@ type storeResult struct {
 	// first was not merged.
 	statsMerged, statsInvalid, statsMismatched, statsOverLimit uint64
 	statsError                                                 error
+	// labelsDropped counts feedback labels over a model's bound.
+	labelsDropped uint64
 }
 
 // store writes the batch's new records and updates the device's counters,
@@ -205,7 +210,7 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (res storeResult, 
 	statsErr := make([]error, len(b.GetRecords())) // of records with statistics
 	withStats := false
 	for i, r := range b.GetRecords() {
-		if values[i], err = proto.Marshal(r); err != nil {
+		if values[i], err = proto.Marshal(withoutCaptures(r)); err != nil {
 			return storeResult{}, fmt.Errorf("encode record %d: %w", r.GetSeq(), err)
 		}
 		valid[i] = validVersion(r)
@@ -245,6 +250,13 @@ func (m *Monitor) store(id string, b *shoalv1.TelemetryBatch) (res storeResult, 
 			res.added++
 			if err := vb.add(tx, r, valid[i]); err != nil {
 				return fmt.Errorf("version aggregate of record %d: %w", r.GetSeq(), err)
+			}
+			if valid[i] && hasCaptures(r) {
+				n, err := storeCaptures(tx, id, r)
+				if err != nil {
+					return fmt.Errorf("captures of record %d: %w", r.GetSeq(), err)
+				}
+				res.labelsDropped += n
 			}
 			if hasStats(r) {
 				if statsErr[i] != nil {

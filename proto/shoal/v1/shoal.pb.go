@@ -242,7 +242,12 @@ type DeploymentManifest struct {
 	ReferenceProfile []byte `protobuf:"bytes,13,opt,name=reference_profile,json=referenceProfile,proto3" json:"reference_profile,omitempty"`
 	// health_check says when the agent reports this version healthy once it
 	// is active; unset uses the agent's defaults.
-	HealthCheck   *HealthCheck `protobuf:"bytes,14,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	HealthCheck *HealthCheck `protobuf:"bytes,14,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	// capture_share is the share of this version's successful predictions
+	// (0..1) whose input row and output the agent samples and sends in its
+	// telemetry (TelemetryRecord.captures) to build retraining data; 0 (or
+	// less) captures none.
+	CaptureShare  float64 `protobuf:"fixed64,15,opt,name=capture_share,json=captureShare,proto3" json:"capture_share,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +378,13 @@ func (x *DeploymentManifest) GetHealthCheck() *HealthCheck {
 		return x.HealthCheck
 	}
 	return nil
+}
+
+func (x *DeploymentManifest) GetCaptureShare() float64 {
+	if x != nil {
+		return x.CaptureShare
+	}
+	return 0
 }
 
 // HealthCheck: an agent reports an active version healthy (ModelStatus.
@@ -1031,8 +1043,14 @@ type TelemetryRecord struct {
 	InputStats             []*FeatureStats `protobuf:"bytes,13,rep,name=input_stats,json=inputStats,proto3" json:"input_stats,omitempty"`
 	OutputStats            []*FeatureStats `protobuf:"bytes,14,rep,name=output_stats,json=outputStats,proto3" json:"output_stats,omitempty"`
 	StatsWindowStartUnixMs int64           `protobuf:"varint,15,opt,name=stats_window_start_unix_ms,json=statsWindowStartUnixMs,proto3" json:"stats_window_start_unix_ms,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Captured predictions of this version (DeploymentManifest.
+	// capture_share) and ground-truth labels for earlier predictions, since
+	// the last record: bounded by the agent (a record stays within its
+	// outbox's record size), the excess dropped and counted there.
+	Captures      []*CapturedRow `protobuf:"bytes,16,rep,name=captures,proto3" json:"captures,omitempty"`
+	Feedback      []*Feedback    `protobuf:"bytes,17,rep,name=feedback,proto3" json:"feedback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TelemetryRecord) Reset() {
@@ -1170,6 +1188,160 @@ func (x *TelemetryRecord) GetStatsWindowStartUnixMs() int64 {
 	return 0
 }
 
+func (x *TelemetryRecord) GetCaptures() []*CapturedRow {
+	if x != nil {
+		return x.Captures
+	}
+	return nil
+}
+
+func (x *TelemetryRecord) GetFeedback() []*Feedback {
+	if x != nil {
+		return x.Feedback
+	}
+	return nil
+}
+
+// CapturedRow is one sampled prediction: one row of the model's input and
+// the matching values of its first output.
+type CapturedRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the prediction's id (the inference response's "id").
+	Id            string    `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AtUnixMs      int64     `protobuf:"varint,2,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	Inputs        []float32 `protobuf:"fixed32,3,rep,packed,name=inputs,proto3" json:"inputs,omitempty"`
+	Outputs       []float32 `protobuf:"fixed32,4,rep,packed,name=outputs,proto3" json:"outputs,omitempty"`
+	InputName     string    `protobuf:"bytes,5,opt,name=input_name,json=inputName,proto3" json:"input_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapturedRow) Reset() {
+	*x = CapturedRow{}
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapturedRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapturedRow) ProtoMessage() {}
+
+func (x *CapturedRow) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapturedRow.ProtoReflect.Descriptor instead.
+func (*CapturedRow) Descriptor() ([]byte, []int) {
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CapturedRow) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CapturedRow) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *CapturedRow) GetInputs() []float32 {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *CapturedRow) GetOutputs() []float32 {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *CapturedRow) GetInputName() string {
+	if x != nil {
+		return x.InputName
+	}
+	return ""
+}
+
+// Feedback is a ground-truth label for an earlier prediction.
+type Feedback struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PredictionId  string                 `protobuf:"bytes,1,opt,name=prediction_id,json=predictionId,proto3" json:"prediction_id,omitempty"`
+	Label         string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	AtUnixMs      int64                  `protobuf:"varint,3,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Feedback) Reset() {
+	*x = Feedback{}
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Feedback) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Feedback) ProtoMessage() {}
+
+func (x *Feedback) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Feedback.ProtoReflect.Descriptor instead.
+func (*Feedback) Descriptor() ([]byte, []int) {
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Feedback) GetPredictionId() string {
+	if x != nil {
+		return x.PredictionId
+	}
+	return ""
+}
+
+func (x *Feedback) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Feedback) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
 // DropReport says what an agent's bounded outbox had to discard.
 type DropReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1184,7 +1356,7 @@ type DropReport struct {
 
 func (x *DropReport) Reset() {
 	*x = DropReport{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1368,7 @@ func (x *DropReport) String() string {
 func (*DropReport) ProtoMessage() {}
 
 func (x *DropReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[11]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1381,7 @@ func (x *DropReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReport.ProtoReflect.Descriptor instead.
 func (*DropReport) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{11}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DropReport) GetRecords() uint64 {
@@ -1263,7 +1435,7 @@ type TelemetryBatch struct {
 
 func (x *TelemetryBatch) Reset() {
 	*x = TelemetryBatch{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1447,7 @@ func (x *TelemetryBatch) String() string {
 func (*TelemetryBatch) ProtoMessage() {}
 
 func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[12]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1460,7 @@ func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
 func (*TelemetryBatch) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{12}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TelemetryBatch) GetSchemaVersion() uint32 {
@@ -1358,7 +1530,7 @@ type FeatureStats struct {
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1542,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[13]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1555,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{13}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FeatureStats) GetName() string {
@@ -1469,7 +1641,7 @@ type ReferenceProfile struct {
 
 func (x *ReferenceProfile) Reset() {
 	*x = ReferenceProfile{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1653,7 @@ func (x *ReferenceProfile) String() string {
 func (*ReferenceProfile) ProtoMessage() {}
 
 func (x *ReferenceProfile) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1666,7 @@ func (x *ReferenceProfile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferenceProfile.ProtoReflect.Descriptor instead.
 func (*ReferenceProfile) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReferenceProfile) GetSchemaVersion() uint32 {
@@ -1559,7 +1731,7 @@ type FeatureProfile struct {
 
 func (x *FeatureProfile) Reset() {
 	*x = FeatureProfile{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1743,7 @@ func (x *FeatureProfile) String() string {
 func (*FeatureProfile) ProtoMessage() {}
 
 func (x *FeatureProfile) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1756,7 @@ func (x *FeatureProfile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureProfile.ProtoReflect.Descriptor instead.
 func (*FeatureProfile) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FeatureProfile) GetName() string {
@@ -1640,7 +1812,7 @@ type StatsReport struct {
 
 func (x *StatsReport) Reset() {
 	*x = StatsReport{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1824,7 @@ func (x *StatsReport) String() string {
 func (*StatsReport) ProtoMessage() {}
 
 func (x *StatsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1837,7 @@ func (x *StatsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReport.ProtoReflect.Descriptor instead.
 func (*StatsReport) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsReport) GetSchemaVersion() uint32 {
@@ -1746,7 +1918,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[17]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1930,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[17]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1943,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Ack) GetSchemaVersion() uint32 {
@@ -1824,7 +1996,7 @@ type DeviceStatus struct {
 
 func (x *DeviceStatus) Reset() {
 	*x = DeviceStatus{}
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2008,7 @@ func (x *DeviceStatus) String() string {
 func (*DeviceStatus) ProtoMessage() {}
 
 func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_proto_shoal_v1_shoal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2021,7 @@ func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceStatus.ProtoReflect.Descriptor instead.
 func (*DeviceStatus) Descriptor() ([]byte, []int) {
-	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+	return file_proto_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeviceStatus) GetSchemaVersion() uint32 {
@@ -1898,7 +2070,7 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12 \n" +
 	"\vdeployments\x18\x03 \x03(\fR\vdeployments\x12)\n" +
-	"\x11issued_at_unix_ms\x18\x04 \x01(\x03R\x0eissuedAtUnixMs\"\xde\x04\n" +
+	"\x11issued_at_unix_ms\x18\x04 \x01(\x03R\x0eissuedAtUnixMs\"\x83\x05\n" +
 	"\x12DeploymentManifest\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1d\n" +
 	"\n" +
@@ -1915,7 +2087,8 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x11issued_at_unix_ms\x18\v \x01(\x03R\x0eissuedAtUnixMs\x12+\n" +
 	"\x12expires_at_unix_ms\x18\f \x01(\x03R\x0fexpiresAtUnixMs\x12+\n" +
 	"\x11reference_profile\x18\r \x01(\fR\x10referenceProfile\x128\n" +
-	"\fhealth_check\x18\x0e \x01(\v2\x15.shoal.v1.HealthCheckR\vhealthCheck\"W\n" +
+	"\fhealth_check\x18\x0e \x01(\v2\x15.shoal.v1.HealthCheckR\vhealthCheck\x12#\n" +
+	"\rcapture_share\x18\x0f \x01(\x01R\fcaptureShare\"W\n" +
 	"\vHealthCheck\x12'\n" +
 	"\x0fmin_predictions\x18\x01 \x01(\x04R\x0eminPredictions\x12\x1f\n" +
 	"\vmin_seconds\x18\x02 \x01(\rR\n" +
@@ -1967,7 +2140,7 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x18\n" +
 	"\aprofile\x18\a \x01(\tR\aprofile\x12#\n" +
 	"\ragent_version\x18\b \x01(\tR\fagentVersion\x12-\n" +
-	"\x13reported_at_unix_ms\x18\t \x01(\x03R\x10reportedAtUnixMs\"\xed\x04\n" +
+	"\x13reported_at_unix_ms\x18\t \x01(\x03R\x10reportedAtUnixMs\"\xd0\x05\n" +
 	"\x0fTelemetryRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
 	"\n" +
@@ -1986,7 +2159,22 @@ const file_proto_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vinput_stats\x18\r \x03(\v2\x16.shoal.v1.FeatureStatsR\n" +
 	"inputStats\x129\n" +
 	"\foutput_stats\x18\x0e \x03(\v2\x16.shoal.v1.FeatureStatsR\voutputStats\x12:\n" +
-	"\x1astats_window_start_unix_ms\x18\x0f \x01(\x03R\x16statsWindowStartUnixMs\"\x9e\x01\n" +
+	"\x1astats_window_start_unix_ms\x18\x0f \x01(\x03R\x16statsWindowStartUnixMs\x121\n" +
+	"\bcaptures\x18\x10 \x03(\v2\x15.shoal.v1.CapturedRowR\bcaptures\x12.\n" +
+	"\bfeedback\x18\x11 \x03(\v2\x12.shoal.v1.FeedbackR\bfeedback\"\x8c\x01\n" +
+	"\vCapturedRow\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x02 \x01(\x03R\batUnixMs\x12\x16\n" +
+	"\x06inputs\x18\x03 \x03(\x02R\x06inputs\x12\x18\n" +
+	"\aoutputs\x18\x04 \x03(\x02R\aoutputs\x12\x1d\n" +
+	"\n" +
+	"input_name\x18\x05 \x01(\tR\tinputName\"c\n" +
+	"\bFeedback\x12#\n" +
+	"\rprediction_id\x18\x01 \x01(\tR\fpredictionId\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\"\x9e\x01\n" +
 	"\n" +
 	"DropReport\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1b\n" +
@@ -2082,7 +2270,7 @@ func file_proto_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_proto_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_proto_shoal_v1_shoal_proto_goTypes = []any{
 	(Phase)(0),                 // 0: shoal.v1.Phase
 	(Stream)(0),                // 1: shoal.v1.Stream
@@ -2097,14 +2285,16 @@ var file_proto_shoal_v1_shoal_proto_goTypes = []any{
 	(*ModelStatus)(nil),        // 10: shoal.v1.ModelStatus
 	(*ReportedState)(nil),      // 11: shoal.v1.ReportedState
 	(*TelemetryRecord)(nil),    // 12: shoal.v1.TelemetryRecord
-	(*DropReport)(nil),         // 13: shoal.v1.DropReport
-	(*TelemetryBatch)(nil),     // 14: shoal.v1.TelemetryBatch
-	(*FeatureStats)(nil),       // 15: shoal.v1.FeatureStats
-	(*ReferenceProfile)(nil),   // 16: shoal.v1.ReferenceProfile
-	(*FeatureProfile)(nil),     // 17: shoal.v1.FeatureProfile
-	(*StatsReport)(nil),        // 18: shoal.v1.StatsReport
-	(*Ack)(nil),                // 19: shoal.v1.Ack
-	(*DeviceStatus)(nil),       // 20: shoal.v1.DeviceStatus
+	(*CapturedRow)(nil),        // 13: shoal.v1.CapturedRow
+	(*Feedback)(nil),           // 14: shoal.v1.Feedback
+	(*DropReport)(nil),         // 15: shoal.v1.DropReport
+	(*TelemetryBatch)(nil),     // 16: shoal.v1.TelemetryBatch
+	(*FeatureStats)(nil),       // 17: shoal.v1.FeatureStats
+	(*ReferenceProfile)(nil),   // 18: shoal.v1.ReferenceProfile
+	(*FeatureProfile)(nil),     // 19: shoal.v1.FeatureProfile
+	(*StatsReport)(nil),        // 20: shoal.v1.StatsReport
+	(*Ack)(nil),                // 21: shoal.v1.Ack
+	(*DeviceStatus)(nil),       // 22: shoal.v1.DeviceStatus
 }
 var file_proto_shoal_v1_shoal_proto_depIdxs = []int32{
 	5,  // 0: shoal.v1.DeploymentManifest.artifact:type_name -> shoal.v1.Artifact
@@ -2120,21 +2310,23 @@ var file_proto_shoal_v1_shoal_proto_depIdxs = []int32{
 	0,  // 10: shoal.v1.ModelStatus.phase:type_name -> shoal.v1.Phase
 	10, // 11: shoal.v1.ReportedState.models:type_name -> shoal.v1.ModelStatus
 	0,  // 12: shoal.v1.ReportedState.phase:type_name -> shoal.v1.Phase
-	15, // 13: shoal.v1.TelemetryRecord.input_stats:type_name -> shoal.v1.FeatureStats
-	15, // 14: shoal.v1.TelemetryRecord.output_stats:type_name -> shoal.v1.FeatureStats
-	12, // 15: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
-	13, // 16: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
-	17, // 17: shoal.v1.ReferenceProfile.inputs:type_name -> shoal.v1.FeatureProfile
-	17, // 18: shoal.v1.ReferenceProfile.outputs:type_name -> shoal.v1.FeatureProfile
-	15, // 19: shoal.v1.FeatureProfile.reference:type_name -> shoal.v1.FeatureStats
-	15, // 20: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
-	15, // 21: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
-	1,  // 22: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	17, // 13: shoal.v1.TelemetryRecord.input_stats:type_name -> shoal.v1.FeatureStats
+	17, // 14: shoal.v1.TelemetryRecord.output_stats:type_name -> shoal.v1.FeatureStats
+	13, // 15: shoal.v1.TelemetryRecord.captures:type_name -> shoal.v1.CapturedRow
+	14, // 16: shoal.v1.TelemetryRecord.feedback:type_name -> shoal.v1.Feedback
+	12, // 17: shoal.v1.TelemetryBatch.records:type_name -> shoal.v1.TelemetryRecord
+	15, // 18: shoal.v1.TelemetryBatch.dropped:type_name -> shoal.v1.DropReport
+	19, // 19: shoal.v1.ReferenceProfile.inputs:type_name -> shoal.v1.FeatureProfile
+	19, // 20: shoal.v1.ReferenceProfile.outputs:type_name -> shoal.v1.FeatureProfile
+	17, // 21: shoal.v1.FeatureProfile.reference:type_name -> shoal.v1.FeatureStats
+	17, // 22: shoal.v1.StatsReport.inputs:type_name -> shoal.v1.FeatureStats
+	17, // 23: shoal.v1.StatsReport.outputs:type_name -> shoal.v1.FeatureStats
+	1,  // 24: shoal.v1.Ack.stream:type_name -> shoal.v1.Stream
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_proto_shoal_v1_shoal_proto_init() }
@@ -2148,7 +2340,7 @@ func file_proto_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_shoal_v1_shoal_proto_rawDesc), len(file_proto_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
