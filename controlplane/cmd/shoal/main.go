@@ -72,6 +72,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCmd,
 		newTelemetryCmd,
 		newRolloutCmd,
+		newLoopCmd,
 		newTrainCmd,
 		newJobsCmd,
 		newJobCmd,

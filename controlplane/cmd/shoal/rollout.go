@@ -177,36 +177,46 @@ func (f *rolloutFlags) spec(stdin io.Reader) (any, error) {
 	if len(f.devices) > 0 {
 		sel["devices"] = f.devices
 	}
-	var stages []map[string]any
-	for i, s := range f.stages {
-		st := map[string]any{"on_failure": f.onFailure, "failure": map[string]any{"max_count": f.maxFailures}}
-		switch {
-		case strings.HasSuffix(s, "%"):
-			p, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
-			if err != nil {
-				return nil, fmt.Errorf("--stages: %q is not a percentage", s)
-			}
-			st["percent"] = p
-		default:
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				return nil, fmt.Errorf("--stages: %q is neither a device count nor a percentage such as 20%%", s)
-			}
-			st["count"] = n
-		}
-		st["name"] = stageName(i, len(f.stages))
-		if f.soak > 0 {
-			st["soak"] = f.soak.String()
-		}
-		if f.timeout > 0 {
-			st["timeout"] = f.timeout.String()
-		}
-		stages = append(stages, st)
+	stages, err := stagesFromFlags("--stages", f.stages, f.soak, f.timeout, f.onFailure, f.maxFailures)
+	if err != nil {
+		return nil, err
 	}
 	return map[string]any{
 		"model": f.model, "version": f.version, "selector": sel,
 		"stages": stages, "supersede": f.supersede,
 	}, nil
+}
+
+// stagesFromFlags makes the JSON form of stages from cumulative sizes
+// ("2", "20%", "100%") and the settings every stage shares.
+func stagesFromFlags(flag string, sizes []string, soak, timeout time.Duration, onFailure string, maxFailures int) ([]map[string]any, error) {
+	var stages []map[string]any
+	for i, s := range sizes {
+		st := map[string]any{"on_failure": onFailure, "failure": map[string]any{"max_count": maxFailures}}
+		switch {
+		case strings.HasSuffix(s, "%"):
+			p, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is not a percentage", flag, s)
+			}
+			st["percent"] = p
+		default:
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is neither a device count nor a percentage such as 20%%", flag, s)
+			}
+			st["count"] = n
+		}
+		st["name"] = stageName(i, len(sizes))
+		if soak > 0 {
+			st["soak"] = soak.String()
+		}
+		if timeout > 0 {
+			st["timeout"] = timeout.String()
+		}
+		stages = append(stages, st)
+	}
+	return stages, nil
 }
 
 func stageName(i, n int) string {

@@ -63,6 +63,11 @@ func (p *Policy) normalize(op, model string) error {
 		if err := spec.Normalize(); err != nil {
 			return shoalerr.E(shoalerr.Invalid, op, "retraining policy of model %q: rollout: %v", model, err)
 		}
+		// The fleet a candidate goes to is only known when it does: only
+		// a percentage is sure to cover it.
+		if last := spec.Stages[len(spec.Stages)-1]; last.Percent != 100 {
+			return shoalerr.E(shoalerr.Invalid, op, "retraining policy of model %q: rollout: the last stage %q must be percent: 100 (the devices a candidate goes to are known only then)", model, last.Name)
+		}
 		spec.Model, spec.Version, spec.Supersede = "", "", true
 		p.Rollout = &spec
 	}
