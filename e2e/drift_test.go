@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -43,12 +45,20 @@ func driftRow(r *rand.Rand, c int, shift float64) []float64 {
 }
 
 // driftCSV is a classification data set of n rows drawn from driftRow.
-func driftCSV(r *rand.Rand, n int) string {
+func driftCSV(r *rand.Rand, n int) string { return driftCSVShifted(r, n, 0, 0) }
+
+// driftCSVShifted is driftCSV whose last shifted rows have shift added to
+// driftShifted: the training data plus labelled rows from the field.
+func driftCSVShifted(r *rand.Rand, n, shifted int, shift float64) string {
 	var b strings.Builder
 	b.WriteString(strings.Join(driftFeatures, ",") + ",class\n")
-	for i := 0; i < n; i++ {
+	for i := 0; i < n+shifted; i++ {
 		c := i % 3
-		for _, v := range driftRow(r, c, 0) {
+		sh := 0.0
+		if i >= n {
+			sh = shift
+		}
+		for _, v := range driftRow(r, c, sh) {
 			fmt.Fprintf(&b, "%.4f,", v)
 		}
 		fmt.Fprintf(&b, "c%d\n", c)
@@ -212,6 +222,17 @@ func TestDriftAlert(t *testing.T) {
 		t.Fatalf("alerts after unshifted data: %+v, %v; want none", alerts, err)
 	}
 
+	// The retraining loop: on an alert, retrain on the data set's latest
+	// version — the training data plus labelled rows from the field, which
+	// see the shift — gate it, and roll the candidate out.
+	if _, err := c.SetLoopPolicy(ctx, model, client.LoopPolicy{Retrain: true,
+		Rollout: json.RawMessage(`{"health":{"predictions":0,"seconds":0},"stages":[{"name":"canary","count":1},{"name":"all","percent":100}]}`)}); err != nil {
+		t.Fatalf("set retraining policy: %v", err)
+	}
+	if _, err := c.PushDataset(ctx, "sensors", "class", "classification", strings.NewReader(driftCSVShifted(rand.New(rand.NewPCG(7, 11)), 600, 300, 3))); err != nil {
+		t.Fatalf("push dataset v2: %v", err)
+	}
+
 	// (b) Shift one feature: an alert within K windows (plus the one the
 	// shift starts in, and settling), naming that feature.
 	shifted := time.Now()
@@ -260,6 +281,40 @@ func TestDriftAlert(t *testing.T) {
 		}
 	}
 	t.Logf("alert %s raised %s after the shift; top features %v", alert.ID, alert.RaisedAt.Sub(shifted).Round(time.Millisecond), names)
+
+	// The alert started a retraining run: a job on sensors v2 with the
+	// same trainer, a candidate that passed its gates, and its rollout.
+	var run client.LoopRun
+	eventually(t, 60*time.Second, "retraining run rolled out", func() error {
+		runs, err := c.LoopRuns(ctx, model)
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			return errors.New("no retraining run")
+		}
+		run = runs[0]
+		switch run.State {
+		case "rejected", "failed":
+			t.Fatalf("retraining run %s: %v; events %+v", run.State, run.Reasons, run.Events)
+		case "done":
+			return nil
+		}
+		return fmt.Errorf("run %d is %s (rollout %s %s)", run.Seq, run.State, run.Rollout, run.RolloutState)
+	})
+	if run.Alert != alert.ID || run.FromVersion != version || run.Dataset != "sensors" || run.DatasetVersion != 2 || run.Version == "" || run.Version == version {
+		t.Errorf("retraining run %+v; want alert %s from version %s, on sensors v2, making a new version", run, alert.ID, version)
+	}
+	retrained, err := c.Job(ctx, run.Job)
+	if err != nil || retrained.Result == nil || retrained.Result.Validation == nil || retrained.Result.Validation.Status != "passed" || retrained.Spec.Trainer != "logistic" {
+		t.Fatalf("retraining job %s: %+v, %v; want logistic, gates passed", run.Job, retrained, err)
+	}
+	ro, err := c.Rollout(ctx, run.Rollout)
+	if err != nil || ro.State != "completed" || ro.Version != run.Version || ro.Phases["healthy"] != len(agents) {
+		t.Fatalf("rollout %s of the candidate: %+v, %v; want completed on every agent", run.Rollout, ro, err)
+	}
+	waitDevices(t, c, "the retrained version active everywhere", allActive(len(agents), model, run.Version))
+	t.Logf("retrained %s → %s on sensors v2 (holdout %v), rolled out by %s", version, run.Version, retrained.Result.Metrics, run.Rollout)
 }
 
 func listAlerts(t *testing.T, c *client.Client, model string) []client.Alert {
