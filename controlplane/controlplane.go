@@ -183,6 +183,7 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		Drift:        cp.drift,
 		Jobs:         cp.jobs,
 		Loop:         cp.retrain,
+		Captures:     cp.monitor,
 		PublicKeyPEM: cp.signer.PublicKeyPEM(),
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,

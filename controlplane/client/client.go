@@ -211,8 +211,24 @@ type DeployResult struct {
 }
 
 // Deploy sets model/version as the desired model of devices (all when empty).
-func (c *Client) Deploy(ctx context.Context, model, version string, devices []string) (r DeployResult, err error) {
-	err = c.postJSON(ctx, "/api/v1/deployments", map[string]any{"model": model, "version": version, "devices": devices}, &r)
+func (c *Client) Deploy(ctx context.Context, model, version string, devices []string) (DeployResult, error) {
+	return c.DeployWith(ctx, model, version, devices, DeployOptions{})
+}
+
+// DeployOptions are a deployment's optional settings.
+type DeployOptions struct {
+	// CaptureShare is the share (0 to 1) of predictions the agents
+	// capture for retraining; 0 captures none.
+	CaptureShare float64
+}
+
+// DeployWith is Deploy with options.
+func (c *Client) DeployWith(ctx context.Context, model, version string, devices []string, opts DeployOptions) (r DeployResult, err error) {
+	req := map[string]any{"model": model, "version": version, "devices": devices}
+	if opts.CaptureShare != 0 {
+		req["capture_share"] = opts.CaptureShare
+	}
+	err = c.postJSON(ctx, "/api/v1/deployments", req, &r)
 	return r, err
 }
 

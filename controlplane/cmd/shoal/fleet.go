@@ -14,8 +14,9 @@ import (
 func newDeployCmd(o *rootOptions) *cobra.Command {
 	var model, version string
 	var devices []string
+	var opts client.DeployOptions
 	cmd := &cobra.Command{
-		Use:   "deploy --model NAME --version V [--devices a,b]",
+		Use:   "deploy --model NAME --version V [--devices a,b] [--capture-share F]",
 		Short: "Make a model version the desired model of every device, or of the devices listed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -26,7 +27,7 @@ func newDeployCmd(o *rootOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := c.Deploy(cmd.Context(), model, version, devices)
+			r, err := c.DeployWith(cmd.Context(), model, version, devices, opts)
 			if err != nil {
 				return fmt.Errorf("deploy %s %s: %w", model, version, err)
 			}
@@ -47,6 +48,7 @@ func newDeployCmd(o *rootOptions) *cobra.Command {
 	cmd.Flags().StringVar(&model, "model", "", "model name")
 	cmd.Flags().StringVar(&version, "version", "", "model version")
 	cmd.Flags().StringSliceVar(&devices, "devices", nil, "comma-separated device ids (default: every enrolled device)")
+	cmd.Flags().Float64Var(&opts.CaptureShare, "capture-share", 0, "share (0 to 1) of predictions the agents capture, with their inputs, for retraining")
 	return cmd
 }
 

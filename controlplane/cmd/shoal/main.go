@@ -78,6 +78,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newJobCmd,
 		newDriftCmd,
 		newAlertsCmd,
+		newCapturesCmd,
 	} {
 		root.AddCommand(mk(o))
 	}

@@ -32,6 +32,7 @@ type Registry interface {
 	Signature(ctx context.Context, name, version string) (string, error)
 	OpenArtifact(sha256 string) (*os.File, error)
 	Manifest(ctx context.Context, name, version string, opts registry.ManifestOptions) ([]byte, *shoalv1.DeploymentManifest, error)
+	ReferenceProfile(ctx context.Context, name, version string) (*shoalv1.ReferenceProfile, bool, error)
 }
 
 // Fleet enrolls devices and holds their desired state. Errors carry
@@ -75,6 +76,9 @@ type Deps struct {
 	// Loop keeps retraining policies and runs; nil leaves the loop routes
 	// out.
 	Loop Loop
+	// Captures keeps captured predictions and their labels; nil leaves the
+	// capture routes out (and, with Datasets nil, the export to a dataset).
+	Captures Captures
 	// PublicKeyPEM is the trust root agents pin at enrollment.
 	PublicKeyPEM []byte
 	// TopicPrefix is the MQTT topic prefix agents are told at enrollment.
@@ -161,6 +165,13 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 		r.GET("/api/v1/loop/:model", s.listLoopRuns)
 		r.GET("/api/v1/loop/:model/policy", s.getLoopPolicy)
 		r.PUT("/api/v1/loop/:model/policy", s.putLoopPolicy)
+	}
+
+	if deps.Captures != nil {
+		r.GET("/api/v1/captures/:model", s.getCaptures)
+		if deps.Datasets != nil {
+			r.POST("/api/v1/captures/:model/dataset", s.capturesToDataset)
+		}
 	}
 
 	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))

@@ -168,10 +168,12 @@ type deployRequest struct {
 	Version string   `json:"version"`
 	Devices []string `json:"devices"`
 	// Extensions (docs/API.md): an explicit rollback, the firmware profile
-	// the artifact is for, and the manifest's lifetime.
-	Rollback bool   `json:"rollback"`
-	Profile  string `json:"profile"`
-	TTL      string `json:"ttl"`
+	// the artifact is for, the manifest's lifetime, and the share of
+	// predictions agents capture for retraining (0 to 1).
+	Rollback     bool    `json:"rollback"`
+	Profile      string  `json:"profile"`
+	TTL          string  `json:"ttl"`
+	CaptureShare float64 `json:"capture_share"`
 }
 
 type deployResponse struct {
@@ -201,7 +203,7 @@ func (s *server) deploy(c *gin.Context) {
 		s.fail(c, errInvalid(`a deployment needs "model" and "version"; e.g. {"model":"summer","version":"1"}`))
 		return
 	}
-	opts := registry.ManifestOptions{Profile: req.Profile, Rollback: req.Rollback}
+	opts := registry.ManifestOptions{Profile: req.Profile, Rollback: req.Rollback, CaptureShare: req.CaptureShare}
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {

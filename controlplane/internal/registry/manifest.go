@@ -32,6 +32,9 @@ type ManifestOptions struct {
 	// HealthCheck tells agents when to report the version healthy once
 	// active; nil leaves it to each agent's defaults.
 	HealthCheck *shoalv1.HealthCheck
+	// CaptureShare is the share (0 to 1) of successful predictions agents
+	// capture for retraining; 0 captures none.
+	CaptureShare float64
 }
 
 // Manifest issues a signed deployment manifest for name/version with the
@@ -47,6 +50,9 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 	}
 	if opts.TTL == 0 {
 		opts.TTL = DefaultManifestTTL
+	}
+	if !(opts.CaptureShare >= 0 && opts.CaptureShare <= 1) {
+		return nil, nil, shoalerr.E(shoalerr.Invalid, op, "capture share %g is not from 0 to 1; give the share of predictions to capture, such as 0.05", opts.CaptureShare)
 	}
 	mv, err := r.Get(ctx, name, version)
 	if err != nil {
@@ -102,6 +108,7 @@ func (r *Registry) Manifest(ctx context.Context, name, version string, opts Mani
 		Rollback:         opts.Rollback,
 		HealthCheck:      opts.HealthCheck,
 		ReferenceProfile: profile,
+		CaptureShare:     opts.CaptureShare,
 		IssuedAtUnixMs:   issued.UnixMilli(),
 		ExpiresAtUnixMs:  issued.Add(opts.TTL).UnixMilli(),
 	}

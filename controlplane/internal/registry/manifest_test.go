@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -167,6 +168,9 @@ func TestManifestReleaseSequence(t *testing.T) {
 		}
 		seen[s] = true
 	}
+	if cs := seq("summer", "2", ManifestOptions{CaptureShare: 0.25}).GetCaptureShare(); cs != 0.25 {
+		t.Errorf("capture share = %g; want 0.25", cs)
+	}
 }
 
 func TestManifestErrors(t *testing.T) {
@@ -177,6 +181,10 @@ func TestManifestErrors(t *testing.T) {
 	wantCode(t, err, shoalerr.NotFound, "summer", "9")
 	_, _, err = e.reg.Manifest(ctx, "summer", "1", ManifestOptions{TTL: -time.Second})
 	wantCode(t, err, shoalerr.Invalid, "negative")
+	for _, share := range []float64{-0.1, 1.5, math.NaN()} {
+		_, _, err = e.reg.Manifest(ctx, "summer", "1", ManifestOptions{CaptureShare: share})
+		wantCode(t, err, shoalerr.Invalid, "capture share")
+	}
 	_, _, err = e.reg.Manifest(ctx, "sum mer", "1", ManifestOptions{})
 	wantCode(t, err, shoalerr.Invalid, "model name")
 	// Failed attempts allocate nothing.
