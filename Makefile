@@ -45,7 +45,7 @@ $(ORT_LIB):
 	@rm -rf $(ORT_CACHE)/.fetch
 	@echo "ONNX Runtime $(ORT_VERSION) cached at $(ORT_LIB)"
 
-demo: build ort ## the main job: control plane + 5 agents, push, deploy, predict
+demo: build ort ## the main job: control plane + 5 agents; train, staged rollout, drift, retrain, canary
 	./bin/shoal demo $(DEMO_ARGS)
 
 vet:
