@@ -178,6 +178,7 @@ func TestDriftAlert(t *testing.T) {
 	}
 	cp.Deploy(t, model, version)
 	waitDevices(t, c, "trained version active everywhere", allActive(3, model, version))
+	agreeWithORT(t, c, cp.URL(), model, version, agents)
 	if _, err := c.SetDriftPolicy(ctx, model, policy); err != nil {
 		t.Fatalf("set drift policy: %v", err)
 	}
@@ -324,4 +325,72 @@ func listAlerts(t *testing.T, c *client.Client, model string) []client.Alert {
 		t.Fatalf("alerts: %v", err)
 	}
 	return a
+}
+
+// agreeWithORT checks that the agents' predictions with the trained model
+// equal ONNX Runtime's on the control plane's side, run on the artifact
+// the registry serves, to the last bit of each float32.
+func agreeWithORT(t *testing.T, c *client.Client, server, model, version string, agents []*fleetAgent) {
+	t.Helper()
+	mv, err := c.ModelVersion(context.Background(), model, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, code, err := httpGet(server + mv.ArtifactURL)
+	if err != nil || code != 200 {
+		t.Fatalf("artifact of %s %s: %d %v", model, version, code, err)
+	}
+	sess, err := onnxrt.Open(data, onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, fa := range agents {
+		for k := 0; k < 5; k++ {
+			row := driftRow(r, r.IntN(3), 0)
+			x := make([]float32, len(row))
+			for j, v := range row {
+				x[j] = float32(v)
+			}
+			out, code, body, err := fa.infer(model, "input", []int64{1, int64(len(x))}, x)
+			if err != nil || code != 200 {
+				t.Fatalf("%s infer: %d %s %v", fa.id, code, body, err)
+			}
+			want, err := sess.Run([]onnxrt.Tensor{{Name: "input", DataType: onnxrt.FP32, Shape: []int64{1, int64(len(x))}, Data: x}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range want {
+				found := false
+				for _, o := range out.Outputs {
+					if o.Name != w.Name {
+						continue
+					}
+					found = true
+					var got []float64
+					if err := json.Unmarshal(o.Data, &got); err != nil {
+						t.Fatalf("%s output %s: %v", fa.id, o.Name, err)
+					}
+					switch wd := w.Data.(type) {
+					case []float32:
+						for j := range wd {
+							if j >= len(got) || float32(got[j]) != wd[j] {
+								t.Fatalf("%s output %s = %v; ONNX Runtime on the control plane gives %v", fa.id, o.Name, got, wd)
+							}
+						}
+					case []int64:
+						for j := range wd {
+							if j >= len(got) || int64(got[j]) != wd[j] {
+								t.Fatalf("%s output %s = %v; ONNX Runtime on the control plane gives %v", fa.id, o.Name, got, wd)
+							}
+						}
+					}
+				}
+				if !found {
+					t.Fatalf("%s: output %q missing from %+v", fa.id, w.Name, out.Outputs)
+				}
+			}
+		}
+	}
 }
