@@ -62,12 +62,12 @@ type Model struct {
 	predictions atomic.Uint64
 	// stats, once set, keeps the data statistics of the predictions; nil
 	// when the manifest has no reference profile.
-	stats    atomic.Pointer[DataStats]
+	stats atomic.Pointer[DataStats]
 	// captureShare is the float64 bits of the share of predictions to
 	// capture (DeploymentManifest.capture_share); 0 captures none.
 	captureShare atomic.Uint64
-	closeErr error // the session's Close error; written before closed is closed
-	closed   chan struct{}
+	closeErr     error // the session's Close error; written before closed is closed
+	closed       chan struct{}
 	// releaseFn calls m.release; made once so that Acquire does not allocate.
 	releaseFn func()
 }
