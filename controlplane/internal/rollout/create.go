@@ -68,7 +68,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 		return Rollout{}, shoalerr.E(shoalerr.Conflict, op, "%s; abort it first, or create this rollout with supersede", describeHolders(spec.Model, holders))
 	}
 
-	env, m, err := e.reg.Manifest(ctx, spec.Model, spec.Version, registry.ManifestOptions{HealthCheck: spec.Health.proto()})
+	env, m, err := e.reg.Manifest(ctx, spec.Model, spec.Version, registry.ManifestOptions{HealthCheck: spec.Health.proto(), CaptureShare: spec.CaptureShare})
 	if err != nil {
 		return Rollout{}, err
 	}

@@ -1,12 +1,17 @@
 package rollout
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/trust"
+	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
 // threeStages is a canary of 2, half the fleet, then all of it, an hour of
@@ -489,6 +494,7 @@ func TestCreateRefusesBadSpecs(t *testing.T) {
 		{Spec{Model: "m", Version: "2", Selector: Selector{Group: "nope"}, Stages: []Stage{{Percent: 100}}}, shoalerr.Invalid, "matches no enrolled device"},
 		{Spec{Model: "m", Version: "2", Selector: Selector{Devices: []string{"ghost"}}, Stages: []Stage{{Percent: 100}}}, shoalerr.NotFound, "ghost"},
 		{Spec{Model: "m", Version: "2", Stages: []Stage{{Percent: 100, Rate: &Rate{PerMinute: -1}}}}, shoalerr.Invalid, "rate.per_minute"},
+		{Spec{Model: "m", Version: "2", CaptureShare: 1.5, Stages: []Stage{{Percent: 100}}}, shoalerr.Invalid, "capture_share"},
 	} {
 		_, err := e.eng.Create(ctx, tc.spec)
 		if !shoalerr.Is(err, tc.code) || !strings.Contains(err.Error(), tc.want) {
@@ -539,5 +545,34 @@ func TestStageSizes(t *testing.T) {
 		if got := tc.st.size(tc.targets); got != tc.want {
 			t.Errorf("%+v of %d = %d; want %d", tc.st, tc.targets, got, tc.want)
 		}
+	}
+}
+
+func TestCaptureShareIsSignedIntoTheManifest(t *testing.T) {
+	e := newEnv(t, 2)
+	spec := Spec{Model: "m", Version: "2", CaptureShare: 0.25, Stages: []Stage{{Percent: 100}}}
+	r := e.create(spec)
+	rec, _, err := e.eng.load(r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := trust.LoadOrCreateSigner(filepath.Join(e.dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := trust.NewVerifier(signer.PublicKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := v.OpenEnvelope(rec.Envelope, trust.ManifestPayloadType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m shoalv1.DeploymentManifest
+	if err := protojson.Unmarshal(payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.GetCaptureShare() != 0.25 || m.GetModelVersion() != "2" {
+		t.Errorf("manifest capture share %v, version %s; want 0.25 of 2", m.GetCaptureShare(), m.GetModelVersion())
 	}
 }

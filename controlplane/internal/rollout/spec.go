@@ -35,6 +35,10 @@ type Spec struct {
 	// Supersede aborts running or paused rollouts of the same model that
 	// share devices with this one, instead of refusing it.
 	Supersede bool `json:"supersede,omitempty"`
+	// CaptureShare asks the agents to capture this share (0..1) of the
+	// new version's predictions, with their inputs, for retraining
+	// (signed into the manifest; 0 captures none).
+	CaptureShare float64 `json:"capture_share,omitempty"`
 }
 
 // Selector picks the devices of a rollout. Every field given must match
@@ -192,6 +196,9 @@ func (s *Spec) Normalize() error {
 	}
 	if len(s.Selector.Devices) > maxSelectorDevices {
 		return fmt.Errorf("selector.devices lists %d devices; at most %d are allowed", len(s.Selector.Devices), maxSelectorDevices)
+	}
+	if !(s.CaptureShare >= 0 && s.CaptureShare <= 1) {
+		return fmt.Errorf("capture_share %v: want a share from 0 to 1, such as 0.05", s.CaptureShare)
 	}
 	switch s.OnFailure {
 	case "":
