@@ -11,6 +11,17 @@
 //     Data captured from the fleet and pushed as a new version of the
 //     dataset is thereby in the next retraining. The version is pinned
 //     in the job spec and recorded on the run.
+//   - Captures: with it set, the model's labelled captured rows (the
+//     fleet's captured inputs joined with the labels of POST
+//     /v1/feedback, as the monitor exports them) are appended to that
+//     latest version's CSV and pushed as a new version of the dataset,
+//     with the same label and task, which the job then trains on; the
+//     run records how many (CapturedRows and an event). With no labelled
+//     captured rows the job trains on the latest version, and an event
+//     says so. A dataset with a categorical feature takes no captures
+//     (the capture holds the feature's code, not its category), nor does
+//     one whose export or push fails: the run says why in an event and
+//     trains on the latest version.
 //   - Trainer and training spec: the lineage job's, as it ran (every
 //     default filled in), seed included. The same seed keeps a retrained
 //     model reproducible from (dataset version, spec) alone; what changes
@@ -47,12 +58,15 @@ package loop
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/controlplane/internal/jobs"
+	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/rollout"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 )
@@ -65,11 +79,20 @@ type Jobs interface {
 	List(ctx context.Context) ([]jobs.Job, error)
 }
 
-// Datasets says which versions of a dataset are stored. Errors: Invalid,
-// NotFound.
+// Datasets says which versions of a dataset are stored, and stores new
+// ones (reference rows plus captured rows). Errors: Invalid, NotFound.
 type Datasets interface {
-	// Get takes version 0 for the latest.
+	// Get and OpenCSV take version 0 for the latest.
 	Get(ctx context.Context, name string, version int) (dataset.Version, error)
+	OpenCSV(ctx context.Context, name string, version int) (*os.File, dataset.Version, error)
+	Push(ctx context.Context, name, label string, task dataset.Task, body io.Reader) (dataset.Version, bool, error)
+}
+
+// CaptureExporter writes a model's labelled captured rows as CSV: a
+// header of the given feature names and the label column, then one row
+// per labelled capture of the header's width (monitor.Monitor).
+type CaptureExporter interface {
+	ExportCapturesAs(ctx context.Context, model string, w io.Writer, header []string, labelColumn string) (rows int, err error)
 }
 
 // Rollouts starts and reports staged rollouts. Errors: Invalid, NotFound,
@@ -80,9 +103,10 @@ type Rollouts interface {
 }
 
 var (
-	_ Jobs     = (*jobs.Runner)(nil)
-	_ Datasets = (*dataset.Store)(nil)
-	_ Rollouts = (*rollout.Engine)(nil)
+	_ Jobs            = (*jobs.Runner)(nil)
+	_ Datasets        = (*dataset.Store)(nil)
+	_ Rollouts        = (*rollout.Engine)(nil)
+	_ CaptureExporter = (*monitor.Monitor)(nil)
 )
 
 // Options configure a Service.
@@ -90,6 +114,10 @@ type Options struct {
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	Log *slog.Logger
+	// Captures exports the labelled captured rows a policy with Captures
+	// adds to the reference data; nil: such a policy trains on the
+	// reference data alone, and its runs say so.
+	Captures CaptureExporter
 }
 
 // Service runs the retraining loop. Its methods are safe for concurrent
@@ -99,6 +127,7 @@ type Service struct {
 	jobs     Jobs
 	datasets Datasets
 	rollouts Rollouts
+	captures CaptureExporter
 	now      func() time.Time
 	log      *slog.Logger
 
@@ -115,7 +144,7 @@ func New(st store.Store, jb Jobs, datasets Datasets, rollouts Rollouts, opts Opt
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{st: st, jobs: jb, datasets: datasets, rollouts: rollouts, now: opts.Now, log: opts.Log}
+	return &Service{st: st, jobs: jb, datasets: datasets, rollouts: rollouts, captures: opts.Captures, now: opts.Now, log: opts.Log}
 }
 
 // Run calls Step every interval until ctx ends. A step that fails is

@@ -64,6 +64,7 @@ type env struct {
 	reg      *registry.Registry
 	runner   *jobs.Runner
 	rollouts *rollout.Engine
+	mon      *monitor.Monitor
 	loop     *Service
 	iris     []byte
 }
@@ -108,9 +109,9 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { e.runner.Close() })
 	scheme := topics.New("")
 	fl := fleet.New(st, nopPublisher{}, scheme, log, e.clock.Now)
-	mon := monitor.New(st, nopPublisher{}, scheme, log, e.clock.Now)
-	e.rollouts = rollout.New(st, fl, e.reg, mon, log, e.clock.Now)
-	e.loop = New(st, e.runner, e.datasets, e.rollouts, Options{Now: e.clock.Now, Log: log})
+	e.mon = monitor.New(st, nopPublisher{}, scheme, log, e.clock.Now)
+	e.rollouts = rollout.New(st, fl, e.reg, e.mon, log, e.clock.Now)
+	e.loop = New(st, e.runner, e.datasets, e.rollouts, Options{Now: e.clock.Now, Log: log, Captures: e.mon})
 
 	for i := range 2 {
 		tok, err := fl.CreateToken(ctx, 0)

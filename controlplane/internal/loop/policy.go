@@ -23,6 +23,9 @@ type Policy struct {
 	Retrain bool `json:"retrain"`
 	// Dataset, if set, is trained on instead of the lineage job's.
 	Dataset string `json:"dataset,omitempty"`
+	// Captures adds the model's labelled captured rows to the dataset's
+	// latest version, pushed as a new version to train on.
+	Captures bool `json:"captures,omitempty"`
 	// Gates, if set, replace the lineage job's gates.
 	Gates *validation.Gates `json:"gates,omitempty"`
 	// Rollout is the template of the candidate's rollout; its model and
@@ -94,7 +97,7 @@ func (s *Service) SetPolicy(ctx context.Context, model string, p Policy) (Policy
 	if err != nil {
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Internal, op, "store the retraining policy of model %q", model)
 	}
-	s.log.Info("retraining policy set", "model", model, "retrain", p.Retrain, "dataset", p.Dataset, "rollout", p.Rollout != nil, "cooldown", p.Cooldown)
+	s.log.Info("retraining policy set", "model", model, "retrain", p.Retrain, "dataset", p.Dataset, "captures", p.Captures, "rollout", p.Rollout != nil, "cooldown", p.Cooldown)
 	return p, nil
 }
 

@@ -50,6 +50,10 @@ type Run struct {
 	Job            string `json:"job,omitempty"`
 	Dataset        string `json:"dataset,omitempty"`
 	DatasetVersion int    `json:"dataset_version,omitempty"`
+	// CapturedRows is how many labelled captured rows the policy's
+	// Captures added to the dataset: DatasetVersion is the version that
+	// holds them after the reference rows.
+	CapturedRows int `json:"captured_rows,omitempty"`
 	// Version is the version the job made (a candidate only if it passed).
 	Version string `json:"version,omitempty"`
 	// Rollout is the candidate's rollout id; RolloutState its state as
@@ -61,6 +65,9 @@ type Run struct {
 	StartedAt time.Time `json:"started_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Events    []Event   `json:"events"`
+
+	// notes are events of the start, recorded with the state it ends in.
+	notes []string
 }
 
 // Event is a change of a run's state.
@@ -142,6 +149,14 @@ func (s *Service) Start(ctx context.Context, alert drift.Alert) (Run, error) {
 		r.Reasons = []string{err.Error()}
 		r.to(now, Failed, "drift alert %s on version %s: could not start retraining: %v", alert.ID, alert.Version, err)
 	}
+	if len(r.notes) > 0 { // before the state's event: they led to it
+		last := r.Events[len(r.Events)-1]
+		r.Events = r.Events[:len(r.Events)-1]
+		for _, n := range r.notes {
+			r.Events = append(r.Events, Event{At: now, State: r.State, Message: n})
+		}
+		r.Events, r.notes = append(r.Events, last), nil
+	}
 	if serr := s.insert(&r); serr != nil {
 		return Run{}, serr
 	}
@@ -181,6 +196,9 @@ func (s *Service) retrainSpec(ctx context.Context, r *Run, p Policy) (jobs.Spec,
 	v, err := s.datasets.Get(ctx, spec.Dataset, 0)
 	if err != nil {
 		return jobs.Spec{}, err
+	}
+	if p.Captures {
+		v = s.addCaptures(ctx, r, v)
 	}
 	spec.DatasetVersion = v.Version
 	r.Dataset, r.DatasetVersion = spec.Dataset, v.Version
