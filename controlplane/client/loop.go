@@ -15,6 +15,7 @@ import (
 type LoopPolicy struct {
 	Retrain   bool            `json:"retrain"`
 	Dataset   string          `json:"dataset,omitempty"`
+	Captures  bool            `json:"captures,omitempty"`
 	Gates     *Gates          `json:"gates,omitempty"`
 	Rollout   json.RawMessage `json:"rollout,omitempty"`
 	Cooldown  string          `json:"cooldown,omitempty"`
@@ -33,6 +34,7 @@ type LoopRun struct {
 	Job            string      `json:"job"`
 	Dataset        string      `json:"dataset"`
 	DatasetVersion int         `json:"dataset_version"`
+	CapturedRows   int         `json:"captured_rows"`
 	Version        string      `json:"version"`
 	Rollout        string      `json:"rollout"`
 	RolloutState   string      `json:"rollout_state"`

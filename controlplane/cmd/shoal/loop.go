@@ -62,6 +62,7 @@ func datasetOf(r client.LoopRun) string {
 func newLoopPolicyCmd(o *rootOptions) *cobra.Command {
 	var (
 		retrain, noRollout bool
+		captures           bool
 		dataset            string
 		canary             []string
 		soak, timeout      time.Duration
@@ -83,12 +84,12 @@ stages (cumulative sizes), unless --no-rollout. --cooldown bounds how often.`,
 				return err
 			}
 			set := false
-			for _, name := range []string{"retrain", "dataset", "canary", "soak", "timeout", "cooldown", "on-failure", "no-rollout"} {
+			for _, name := range []string{"retrain", "dataset", "captures", "canary", "soak", "timeout", "cooldown", "on-failure", "no-rollout"} {
 				set = set || cmd.Flags().Changed(name)
 			}
 			var p client.LoopPolicy
 			if set {
-				p = client.LoopPolicy{Retrain: retrain, Dataset: dataset}
+				p = client.LoopPolicy{Retrain: retrain, Dataset: dataset, Captures: captures}
 				if cooldown > 0 {
 					p.Cooldown = cooldown.String()
 				}
@@ -117,7 +118,7 @@ stages (cumulative sizes), unless --no-rollout. --cooldown bounds how often.`,
 				rollout = string(p.Rollout)
 			}
 			return table(o.stdout, []string{"FIELD", "VALUE"}, [][]string{
-				{"model", args[0]}, {"retrain", fmt.Sprint(p.Retrain)}, {"dataset", orDash(p.Dataset)},
+				{"model", args[0]}, {"retrain", fmt.Sprint(p.Retrain)}, {"dataset", orDash(p.Dataset)}, {"captures", fmt.Sprint(p.Captures)},
 				{"cooldown", orDash(p.Cooldown)}, {"rollout", rollout}, {"updated", p.UpdatedAt.Local().Format(time.RFC3339)},
 			})
 		},
@@ -125,6 +126,7 @@ stages (cumulative sizes), unless --no-rollout. --cooldown bounds how often.`,
 	f := cmd.Flags()
 	f.BoolVar(&retrain, "retrain", false, "retrain the model when a drift alert is raised on it")
 	f.StringVar(&dataset, "dataset", "", "dataset to retrain on (default: the one the alerting version was trained on), at its latest version")
+	f.BoolVar(&captures, "captures", false, "add the model's labelled captured rows to the data set (as a new version) before retraining")
 	f.StringSliceVar(&canary, "canary", []string{"1", "100%"}, "rollout stages of a candidate that passes its gates (cumulative sizes)")
 	f.DurationVar(&soak, "soak", 10*time.Minute, "soak of each rollout stage")
 	f.DurationVar(&timeout, "timeout", 0, "time a device has to become healthy (default 10m)")

@@ -17,15 +17,15 @@ func TestLoopCommands(t *testing.T) {
 	if _, _, err := run(t, s, "loop", "policy", "summer"); err == nil {
 		t.Error("policy of a model that has none: no error")
 	}
-	out, _, err := run(t, s, "loop", "policy", "summer", "--retrain", "--canary", "2,100%", "--soak", "30m", "--cooldown", "2h")
-	for _, want := range []string{"retrain", "true", "2h0m0s", `"percent":100`, `"soak":"30m0s"`, `"on_failure":"rollback"`} {
+	out, _, err := run(t, s, "loop", "policy", "summer", "--retrain", "--captures", "--canary", "2,100%", "--soak", "30m", "--cooldown", "2h")
+	for _, want := range []string{"retrain", "true", "captures", "2h0m0s", `"percent":100`, `"soak":"30m0s"`, `"on_failure":"rollback"`} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Errorf("set policy: %q %v; want %q", out, err, want)
 		}
 	}
 	out, _, err = run(t, s, "--json", "loop", "policy", "summer")
 	var p client.LoopPolicy
-	if err != nil || json.Unmarshal([]byte(out), &p) != nil || !p.Retrain || p.Cooldown != "2h0m0s" || len(p.Rollout) == 0 {
+	if err != nil || json.Unmarshal([]byte(out), &p) != nil || !p.Retrain || !p.Captures || p.Cooldown != "2h0m0s" || len(p.Rollout) == 0 {
 		t.Fatalf("policy --json: %q %v", out, err)
 	}
 	out, _, err = run(t, s, "loop", "policy", "summer", "--retrain", "--no-rollout")
