@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 )
 
 // Defaults for Config. Both addresses are loopback: exposing the control
@@ -83,6 +85,13 @@ type Config struct {
 	// DriftEvalInterval is how often the drift policies are evaluated
 	// (default DefaultDriftEvalInterval); EvaluateDrift runs one now.
 	DriftEvalInterval time.Duration
+	// DriftCohortLabels are the label keys ("region", "site") whose
+	// values group data statistics, and drift, into cohorts
+	// "label:{key}={value}", besides "all" and each firmware profile's:
+	// at most monitor.MaxCohortLabels keys of letters, digits, '.', '_'
+	// and '-'. A device without a value of a key is in none of its
+	// cohorts.
+	DriftCohortLabels []string
 	// HTTPMiddleware, if set, wraps the API handler: tests use it to hold,
 	// cut or alter responses (controltest.WithHTTPMiddleware).
 	HTTPMiddleware func(http.Handler) http.Handler
@@ -135,6 +144,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.DriftEvalInterval = DefaultDriftEvalInterval
 	case c.DriftEvalInterval < 0:
 		return c, fmt.Errorf("control plane: drift evaluation interval %s is negative; give a positive duration, or 0 for the default (%s)", c.DriftEvalInterval, DefaultDriftEvalInterval)
+	}
+	if err := monitor.CheckCohortLabels(c.DriftCohortLabels); err != nil {
+		return c, fmt.Errorf("control plane: drift cohort labels: %w", err)
 	}
 	if c.PublicBrokerURL != "" {
 		u, err := url.Parse(c.PublicBrokerURL)

@@ -67,3 +67,37 @@ func TestConfigDrift(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigDriftCohortLabels(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		labels  []string
+		wantErr string
+	}{
+		{name: "none"},
+		{name: "two", labels: []string{"region", "site"}},
+		{name: "four", labels: []string{"a", "b", "c", "d"}},
+		{name: "five", labels: []string{"a", "b", "c", "d", "e"}, wantErr: "5 cohort labels given; at most 4"},
+		{name: "twice", labels: []string{"region", "region"}, wantErr: `cohort label "region" is given twice`},
+		{name: "empty", labels: []string{""}, wantErr: "cohort label is empty"},
+		{name: "slash", labels: []string{"team/x"}, wantErr: `cohort label "team/x" has '/'`},
+		{name: "equals", labels: []string{"a=b"}, wantErr: `cohort label "a=b" has '='`},
+		{name: "too long", labels: []string{strings.Repeat("k", 64)}, wantErr: "a label key has at most 63"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Config{DataDir: t.TempDir(), DriftCohortLabels: tc.labels}.withDefaults()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "drift cohort labels") {
+					t.Fatalf("withDefaults: error %v; want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("withDefaults: %v", err)
+			}
+			if len(c.DriftCohortLabels) != len(tc.labels) {
+				t.Errorf("DriftCohortLabels = %q; want %q", c.DriftCohortLabels, tc.labels)
+			}
+		})
+	}
+}

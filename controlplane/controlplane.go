@@ -156,10 +156,11 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 	auth.set(cp.fleet)
 	cp.monitor = monitor.New(cp.store, cp.bus, cp.scheme, cp.log.With("component", "monitor"), cfg.Now)
 	cp.rollouts = rollout.New(cp.store, cp.fleet, cp.registry, cp.monitor, cp.log.With("component", "rollout"), cfg.Now)
-	// Data statistics are grouped by the device's firmware profile.
-	if err := cp.monitor.ConfigureStats(monitor.StatsConfig{Window: cfg.DriftWindow, Profile: func(ctx context.Context, id string) (string, error) {
+	// Data statistics are grouped by the device's firmware profile and
+	// its values of the cohort labels.
+	if err := cp.monitor.ConfigureStats(monitor.StatsConfig{Window: cfg.DriftWindow, CohortLabels: cfg.DriftCohortLabels, Device: func(ctx context.Context, id string) (string, map[string]string, error) {
 		d, err := cp.fleet.Get(ctx, id)
-		return d.Profile, err
+		return d.Profile, d.Labels, err
 	}}); err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
@@ -168,7 +169,7 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	// The retraining loop is made before drift, whose alerts it takes.
-	cp.retrain = loop.New(cp.store, cp.jobs, cp.datasets, cp.rollouts, loop.Options{Now: cfg.Now, Log: cp.log.With("component", "loop")})
+	cp.retrain = loop.New(cp.store, cp.jobs, cp.datasets, cp.rollouts, loop.Options{Now: cfg.Now, Log: cp.log.With("component", "loop"), Captures: cp.monitor})
 	cp.drift = drift.New(cp.store, cp.monitor, cp.registry, drift.Options{
 		Now: cfg.Now, Window: cp.monitor.StatsWindowDuration(), Settle: cfg.DriftSettle, Log: cp.log.With("component", "drift"),
 		OnAlert: cp.retrain.OnAlert,

@@ -23,8 +23,9 @@ window by window: the samples seen, the overall PSI (the largest of the
 features'), the three features with the largest PSI, and "!" where the
 window breaches the model's drift policy.
 
-The cohort is "all" (the default) or "profile:NAME" for the devices of one
-firmware profile.`,
+The cohort is "all" (the default), "profile:NAME" for the devices of one
+firmware profile, or "label:KEY=VALUE" for those with a label the control
+plane groups by (shoal serve --drift-cohort-labels KEY,...).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := newClient(o)
@@ -42,7 +43,7 @@ firmware profile.`,
 		},
 	}
 	cmd.Flags().StringVar(&q.Version, "version", "", "only this version (default: every version)")
-	cmd.Flags().StringVar(&q.Cohort, "cohort", "", `cohort: "all" or "profile:NAME" (default "all")`)
+	cmd.Flags().StringVar(&q.Cohort, "cohort", "", `cohort: "all", "profile:NAME" or "label:KEY=VALUE" (default "all")`)
 	cmd.Flags().DurationVar(&q.Last, "last", 0, "windows that ended within this long (default 24h)")
 	cmd.AddCommand(newDriftPolicyCmd(o))
 	return cmd

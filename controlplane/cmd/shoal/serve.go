@@ -37,6 +37,7 @@ and --public-broker-url with the address devices reach the broker at.`,
 	f.StringVar(&cfg.PublicBrokerURL, "public-broker-url", "", "broker URL agents are told at enrollment (default tcp://{mqtt-addr}, or --broker without credentials)")
 	f.StringVar(&cfg.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "MQTT topic prefix")
 	f.DurationVar(&cfg.DriftWindow, "drift-window", controlplane.DefaultDriftWindow, "window data statistics are aggregated over and drift judged on; must divide 24h (1h, 30m, 15m, ...)")
+	f.StringSliceVar(&cfg.DriftCohortLabels, "drift-cohort-labels", nil, "label keys whose values also group data statistics and drift into cohorts (label:region=eu), at most 4: region,site")
 	f.DurationVar(&cfg.DriftSettle, "drift-settle", controlplane.DefaultDriftSettle, "how long after a drift window ends it is judged, for late telemetry")
 	f.StringVar(&cfg.ONNXRuntimeLib, "onnxruntime-lib", "", "path of libonnxruntime.so (default: $ONNXRUNTIME_LIB, the `make ort` cache, then the system)")
 	return cmd

@@ -3,8 +3,8 @@
 // when it stays far.
 //
 // The monitor aggregates the data statistics devices send by model
-// version, cohort ("all", or "profile:{name}") and drift window
-// (monitor.StatsWindow). For each such window, drift compares every input
+// version, cohort ("all", "profile:{name}" or "label:{key}={value}") and
+// drift window (monitor.StatsWindow). For each such window, drift compares every input
 // and output feature with the version's reference profile (PSI,
 // Jensen–Shannon and KS, datastats.Compare), and sums the window up by the
 // overall rule:
@@ -44,7 +44,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -363,12 +362,4 @@ func checkName(field, s string) error {
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // checkCohort returns an error unless c is a cohort the monitor keeps.
-func checkCohort(c string) error {
-	if c == monitor.CohortAll {
-		return nil
-	}
-	if p, ok := strings.CutPrefix(c, monitor.CohortProfilePrefix); ok && checkName("profile", p) == nil {
-		return nil
-	}
-	return fmt.Errorf("cohort %.40q is neither %q nor %q followed by a firmware profile", c, monitor.CohortAll, monitor.CohortProfilePrefix)
-}
+func checkCohort(c string) error { return monitor.CheckCohort(c) }

@@ -452,3 +452,39 @@ func TestPolicyValidation(t *testing.T) {
 		t.Errorf("Policy = %+v, %v; want %+v", back, err, got)
 	}
 }
+
+// TestLabelCohortReportedAndAlerted checks that a label cohort of the
+// monitor is reported and judged like the others: a streak raises an
+// alert in each of the device's cohorts.
+func TestLabelCohortReportedAndAlerted(t *testing.T) {
+	e := newEnv(t)
+	if err := e.mon.ConfigureStats(monitor.StatsConfig{CohortLabels: []string{"region"}, Device: func(context.Context, string) (string, map[string]string, error) {
+		return "rpi4", map[string]string{"region": "eu"}, nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	e.setPolicy(t, psiPolicy)
+	for k := range 3 {
+		e.sendWindow(t, k, 600, 50)
+		e.evaluateAfter(t, k)
+	}
+	ds, err := e.svc.Report(ctx, "m1", Query{Cohort: "label:region=eu", Last: 24 * time.Hour})
+	if err != nil || len(ds) != 3 || ds[0].Cohort != "label:region=eu" || ds[0].Samples != 600 || !ds[2].Breach {
+		t.Fatalf("report of label:region=eu = %+v, %v; want 3 breaching windows of 600 samples", ds, err)
+	}
+	if ds, err := e.svc.Report(ctx, "m1", Query{Cohort: "label:region=us"}); err != nil || len(ds) != 0 {
+		t.Errorf("report of an empty label cohort = %+v, %v", ds, err)
+	}
+	for _, c := range []string{"label:region", "label:a/b=c", "label:region="} {
+		if _, err := e.svc.Report(ctx, "m1", Query{Cohort: c}); !shoalerr.Is(err, shoalerr.Invalid) {
+			t.Errorf("Report(cohort %q) = %v; want Invalid", c, err)
+		}
+	}
+	cohorts := map[string]bool{}
+	for _, a := range e.alerts(t) {
+		cohorts[a.Cohort] = true
+	}
+	if len(cohorts) != 3 || !cohorts[monitor.CohortAll] || !cohorts["profile:rpi4"] || !cohorts["label:region=eu"] {
+		t.Errorf("alerts in cohorts %v; want one each in all, profile:rpi4 and label:region=eu", cohorts)
+	}
+}

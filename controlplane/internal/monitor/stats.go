@@ -21,9 +21,11 @@ import (
 // Data statistics (DESIGN §7). A telemetry record that closes an agent's
 // statistics window carries the inputs' and outputs' FeatureStats of its
 // model version. When such a record is stored for the first time, its
-// statistics are merged, in the same transaction, into two aggregates of
-// its model version and drift window: its device's cohort
-// ("profile:{firmware profile}") and CohortAll. The drift window of a
+// statistics are merged, in the same transaction, into aggregates of its
+// model version and drift window, one per cohort of its device: CohortAll,
+// its firmware profile's ("profile:{profile}") and, for each of
+// StatsConfig.CohortLabels the device has a non-empty value of, that
+// label's ("label:{key}={value}"). The drift window of a
 // record is the one holding the last millisecond of its statistics,
 // [k·W, (k+1)·W) with k = ⌊(window_end_unix_ms − 1) / W⌋.
 //
@@ -40,6 +42,11 @@ const (
 	// CohortProfilePrefix starts the cohort of the devices of one firmware
 	// profile: "profile:rpi4". ':' is in no name, so no cohort collides.
 	CohortProfilePrefix = "profile:"
+	// CohortLabelPrefix starts the cohort of the devices with one value
+	// of a label: "label:region=eu".
+	CohortLabelPrefix = "label:"
+	// MaxCohortLabels bounds StatsConfig.CohortLabels.
+	MaxCohortLabels = 4
 	// DefaultStatsWindow is the drift window when StatsConfig sets none.
 	DefaultStatsWindow = time.Hour
 )
@@ -57,7 +64,10 @@ const (
 	// MaxStatsBins bounds the bins of a record's features together; a
 	// feature has at most datastats.MaxBins.
 	MaxStatsBins = 4096
-	// MaxBatchStatsBytes bounds the encoded aggregates one batch writes.
+	// MaxBatchStatsBytes bounds the aggregates one batch writes, keys and
+	// encoded values, whatever the number of cohorts: a record's
+	// statistics go to up to 2+MaxCohortLabels aggregates, and counting
+	// the keys bounds the number of aggregates as well as their bytes.
 	// Statistics that would take a batch over it are left out for good
 	// (IngestStats.StatsOverLimit): sent again, the record is a duplicate.
 	MaxBatchStatsBytes = 256 << 10
@@ -68,35 +78,85 @@ type StatsConfig struct {
 	// Window is the drift window; DefaultStatsWindow if 0. It must divide
 	// a day evenly, so that windows start at the same times each day.
 	Window time.Duration
-	// Profile returns a device's firmware profile ("" if it has none).
-	// With nil, or on error, a device's statistics go to CohortAll only.
-	Profile func(ctx context.Context, deviceID string) (string, error)
+	// Device returns a device's firmware profile ("" if it has none) and
+	// labels. With nil, or on error, a device's statistics go to
+	// CohortAll only.
+	Device func(ctx context.Context, deviceID string) (profile string, labels map[string]string, err error)
+	// CohortLabels are the label keys ("region", "site") whose values
+	// make cohorts: at most MaxCohortLabels, each a name of letters,
+	// digits, '.', '_' and '-' (CheckCohortLabels).
+	CohortLabels []string
 }
 
-// profileTTL is how long a device's profile is cached: a device changes
-// profile only when it is reflashed, and its statistics may land in the
-// old cohort for this long after.
+// CheckCohortLabels returns an error unless keys are valid
+// StatsConfig.CohortLabels: at most MaxCohortLabels distinct label keys
+// of 1 to 63 letters, digits, '.', '_' and '-' ('/', allowed in label
+// keys, is not in a cohort).
+func CheckCohortLabels(keys []string) error {
+	if len(keys) > MaxCohortLabels {
+		return fmt.Errorf("%d cohort labels given; at most %d are allowed", len(keys), MaxCohortLabels)
+	}
+	for i, k := range keys {
+		if err := checkName("cohort label", k); err != nil {
+			return err
+		}
+		if len(k) > maxLabelKeyLen {
+			return fmt.Errorf("cohort label %.20q... is %d characters; a label key has at most %d", k, len(k), maxLabelKeyLen)
+		}
+		if slices.Contains(keys[:i], k) {
+			return fmt.Errorf("cohort label %q is given twice", k)
+		}
+	}
+	return nil
+}
+
+// maxLabelKeyLen is the fleet's bound on a label key (and value).
+const maxLabelKeyLen = 63
+
+// CheckCohort returns an error unless c is a cohort the monitor may keep:
+// CohortAll, "profile:{profile}" or "label:{key}={value}".
+func CheckCohort(c string) error {
+	if c == CohortAll {
+		return nil
+	}
+	if p, ok := strings.CutPrefix(c, CohortProfilePrefix); ok && checkName("profile", p) == nil {
+		return nil
+	}
+	if kv, ok := strings.CutPrefix(c, CohortLabelPrefix); ok {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && checkName("label", k) == nil && checkName("label value", v) == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("cohort %.40q is neither %q, nor %q followed by a firmware profile, nor %q followed by key=value", c, CohortAll, CohortProfilePrefix, CohortLabelPrefix)
+}
+
+// profileTTL is how long a device's profile and labels are cached: its
+// statistics may land in its old cohorts for this long after they change.
 const profileTTL = 5 * time.Minute
 
-// maxCachedProfiles bounds the profile cache; it is emptied when full.
+// maxCachedProfiles bounds the device cache; it is emptied when full.
 const maxCachedProfiles = 100_000
 
+// cachedProfile is a device's cohorts as of at.
 type cachedProfile struct {
-	profile string
+	cohorts []string
 	at      time.Time
 }
 
-// statsState is the Monitor's statistics configuration and profile cache.
+// statsState is the Monitor's statistics configuration and device cache.
 type statsState struct {
-	mu      sync.Mutex
-	window  time.Duration
-	profile func(ctx context.Context, deviceID string) (string, error)
-	cache   map[string]cachedProfile
+	mu     sync.Mutex
+	window time.Duration
+	device func(ctx context.Context, deviceID string) (string, map[string]string, error)
+	labels []string
+	cache  map[string]cachedProfile
 }
 
 // ConfigureStats sets how data statistics are aggregated. Call it before
 // the Monitor receives telemetry. It returns an error if cfg.Window is
-// not a positive divisor of 24h of whole milliseconds.
+// not a positive divisor of 24h of whole milliseconds, or
+// cfg.CohortLabels are not valid (CheckCohortLabels).
 func (m *Monitor) ConfigureStats(cfg StatsConfig) error {
 	w := cfg.Window
 	if w == 0 {
@@ -105,10 +165,13 @@ func (m *Monitor) ConfigureStats(cfg StatsConfig) error {
 	if w < time.Millisecond || w%time.Millisecond != 0 || (24*time.Hour)%w != 0 {
 		return fmt.Errorf("drift window %v: want a whole number of milliseconds that divides 24h (1h, 30m, 15m, ...)", cfg.Window)
 	}
+	if err := CheckCohortLabels(cfg.CohortLabels); err != nil {
+		return err
+	}
 	s := &m.statsCfg
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.window, s.profile, s.cache = w, cfg.Profile, map[string]cachedProfile{}
+	s.window, s.device, s.labels, s.cache = w, cfg.Device, slices.Clone(cfg.CohortLabels), map[string]cachedProfile{}
 	return nil
 }
 
@@ -119,12 +182,12 @@ func (m *Monitor) StatsWindowDuration() time.Duration {
 	return m.statsCfg.window
 }
 
-// cohorts returns the cohorts of device id's statistics: CohortAll, and
-// its profile's if it has one.
+// cohorts returns the cohorts of device id's statistics: CohortAll, its
+// profile's if it has one, and those of its values of the cohort labels.
 func (m *Monitor) cohorts(id string) []string {
 	s := &m.statsCfg
 	s.mu.Lock()
-	get := s.profile
+	get, keys := s.device, s.labels
 	c, ok := s.cache[id]
 	s.mu.Unlock()
 	now := m.now()
@@ -133,16 +196,24 @@ func (m *Monitor) cohorts(id string) []string {
 	}
 	if !ok || now.Sub(c.at) >= profileTTL || now.Before(c.at) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		p, err := get(ctx, id)
+		p, labels, err := get(ctx, id)
 		cancel()
 		if err != nil {
-			m.logLimited("profile", id, "cannot tell the device's profile; its data statistics go to the \"all\" cohort only", "device", id, "error", err)
+			m.logLimited("profile", id, "cannot tell the device's profile and labels; its data statistics go to the \"all\" cohort only", "device", id, "error", err)
 			return []string{CohortAll}
 		}
-		if p != "" && checkName("profile", p) != nil {
-			p = ""
+		cohorts := []string{CohortAll}
+		if p != "" && checkName("profile", p) == nil {
+			cohorts = append(cohorts, CohortProfilePrefix+p)
 		}
-		c = cachedProfile{profile: p, at: now}
+		for _, k := range keys {
+			// A label without a value, or with one no cohort can hold
+			// (the fleet allows none), makes no cohort.
+			if v := labels[k]; v != "" && checkName("label value", v) == nil {
+				cohorts = append(cohorts, CohortLabelPrefix+k+"="+v)
+			}
+		}
+		c = cachedProfile{cohorts: cohorts, at: now}
 		s.mu.Lock()
 		if len(s.cache) >= maxCachedProfiles {
 			clear(s.cache)
@@ -150,10 +221,7 @@ func (m *Monitor) cohorts(id string) []string {
 		s.cache[id] = c
 		s.mu.Unlock()
 	}
-	if c.profile == "" {
-		return []string{CohortAll}
-	}
-	return []string{CohortAll, CohortProfilePrefix + c.profile}
+	return c.cohorts
 }
 
 // hasStats reports whether r carries data statistics.
@@ -247,7 +315,8 @@ func (sb *statsBatch) add(tx store.Tx, r *shoalv1.TelemetryRecord) error {
 			}
 			continue
 		}
-		size := proto.Size(next)
+		// The key is counted too, and the window's bounds write sets.
+		size := len(key) + proto.Size(next) + windowBoundsSize
 		if sb.total-sb.sizes[string(key)]+size > MaxBatchStatsBytes {
 			over = true
 			continue
@@ -271,6 +340,10 @@ func (sb *statsBatch) add(tx store.Tx, r *shoalv1.TelemetryRecord) error {
 	}
 	return nil
 }
+
+// windowBoundsSize bounds the encoded window start and end that write
+// adds to an aggregate.
+const windowBoundsSize = 2 * (1 + 10)
 
 // load returns the aggregate at key: the batch's, the stored one, or nil.
 func (sb *statsBatch) load(tx store.Tx, key []byte) (*shoalv1.StatsReport, error) {

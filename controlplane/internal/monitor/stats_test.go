@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,33 +91,41 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// profiles is a device→profile table that counts its lookups.
+// profiles is a device→profile and labels table that counts its
+// lookups.
 type profiles struct {
 	mu      sync.Mutex
 	of      map[string]string
+	labels  map[string]map[string]string
 	lookups int
 }
 
-func (p *profiles) get(_ context.Context, id string) (string, error) {
+func (p *profiles) get(_ context.Context, id string) (string, map[string]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lookups++
 	prof, ok := p.of[id]
 	if !ok {
-		return "", errors.New("no such device")
+		return "", nil, errors.New("no such device")
 	}
-	return prof, nil
+	return prof, maps.Clone(p.labels[id]), nil
 }
 
-// newStatsEnv is newEnv with a clock and devices d1, d2 (profile rpi4)
-// and d3 (profile jetson).
+func (p *profiles) setLabels(id string, labels map[string]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.labels[id] = labels
+}
+
+// newStatsEnv is newEnv with a clock, cohort labels region and site, and
+// devices d1, d2 (profile rpi4) and d3 (profile jetson), none labelled.
 func newStatsEnv(t *testing.T) (*env, *clock, *profiles) {
 	t.Helper()
 	e := newEnv(t)
 	clk := &clock{t: hour0.Add(3 * time.Hour)}
-	profs := &profiles{of: map[string]string{"d1": "rpi4", "d2": "rpi4", "d3": "jetson"}}
+	profs := &profiles{of: map[string]string{"d1": "rpi4", "d2": "rpi4", "d3": "jetson"}, labels: map[string]map[string]string{}}
 	e.mon = New(e.st, e.pub, scheme, slog.New(e.logs), clk.now)
-	if err := e.mon.ConfigureStats(StatsConfig{Profile: profs.get}); err != nil {
+	if err := e.mon.ConfigureStats(StatsConfig{Device: profs.get, CohortLabels: []string{"region", "site"}}); err != nil {
 		t.Fatal(err)
 	}
 	return e, clk, profs
@@ -327,10 +338,11 @@ func TestConfigureStatsWindow(t *testing.T) {
 
 // TestMaxStatsBatchIsStoredInOneTransaction sends a batch as large as
 // allowed of records with the most statistics allowed, each in a window of
-// its own: the aggregates over MaxBatchStatsBytes are left out, and the
-// batch is stored.
+// its own, from a device in 4 cohorts: the aggregates over
+// MaxBatchStatsBytes are left out, and the batch is stored.
 func TestMaxStatsBatchIsStoredInOneTransaction(t *testing.T) {
-	e, _, _ := newStatsEnv(t)
+	e, _, profs := newStatsEnv(t)
+	profs.setLabels("d1", map[string]string{"region": "eu", "site": "s1"}) // 4 cohorts
 	stats := func() []*shoalv1.FeatureStats {
 		var out []*shoalv1.FeatureStats
 		for i := range MaxStatsFeatures {
@@ -354,7 +366,147 @@ func TestMaxStatsBatchIsStoredInOneTransaction(t *testing.T) {
 	if s.Batches != 1 || s.StoreErrors != 0 {
 		t.Fatalf("stats = %+v; want the batch stored", s)
 	}
+	// A record's 4 aggregates (about 80 KB each) do not fit together:
+	// some of its cohorts get its statistics, and it counts as over.
+	if s.StatsOverLimit != uint64(len(recs)) || s.StatsMerged != 0 {
+		t.Errorf("stats = %+v for %d records; want every one over the limit", s, len(recs))
+	}
+	if ws := e.windows(t); len(ws[CohortAll]) == 0 {
+		t.Errorf("windows = %v; want some of cohort all", ws)
+	}
+}
+
+// TestStatsMergedByLabelCohort checks that a record goes to the cohorts of
+// its device's values of the cohort labels, besides all and its
+// profile's, and only to those.
+func TestStatsMergedByLabelCohort(t *testing.T) {
+	e, _, profs := newStatsEnv(t)
+	profs.setLabels("d1", map[string]string{"region": "eu", "team": "x"}) // team is no cohort label
+	profs.setLabels("d2", map[string]string{"region": "eu", "site": "s1"})
+	profs.setLabels("d3", map[string]string{"region": ""}) // no value: no cohort
+	p := testProfile(t)
+	in1, out1 := statsOf(t, p, 0, 30, 0)
+	in2, out2 := statsOf(t, p, 30, 20, 0)
+	in3, out3 := statsOf(t, p, 50, 10, 0)
+	e.send(t, recordsBatch("d1", statsRecord(1, hour0.Add(time.Minute), in1, out1), statsRecord(2, hour0.Add(2*time.Minute), in1, out1)))
+	e.send(t, recordsBatch("d2", statsRecord(1, hour0.Add(time.Minute), in2, out2)))
+	e.send(t, recordsBatch("d3", statsRecord(1, hour0.Add(time.Minute), in3, out3)))
+
+	ws := e.windows(t)
+	want := map[string][2]uint64{ // records, samples
+		CohortAll:         {4, 90},
+		"profile:rpi4":    {3, 80},
+		"profile:jetson":  {1, 10},
+		"label:region=eu": {3, 80},
+		"label:site=s1":   {1, 20},
+	}
+	if len(ws) != len(want) {
+		t.Errorf("cohorts = %v; want %v", slices.Sorted(maps.Keys(ws)), slices.Sorted(maps.Keys(want)))
+	}
+	for c, w := range want {
+		if len(ws[c]) != 1 || ws[c][0].Records != w[0] || ws[c][0].Samples != w[1] {
+			t.Errorf("cohort %s = %+v; want one window of %d records, %d samples", c, ws[c], w[0], w[1])
+		}
+	}
+	sameStats(t, "region=eu inputs", ws["label:region=eu"][0].Inputs, mergeAll(t, in1, in1, in2))
+	sameStats(t, "site=s1 outputs", ws["label:site=s1"][0].Outputs, out2)
+	if s := e.mon.Stats(); s.StatsMerged != 4 || s.StatsInvalid+s.StatsMismatched+s.StatsOverLimit != 0 {
+		t.Errorf("stats = %+v; want 4 merged, nothing else", s)
+	}
+}
+
+// TestStatsLabelChangeAfterCacheExpiry checks that a device's new labels
+// are used once its cached ones expire, not before.
+func TestStatsLabelChangeAfterCacheExpiry(t *testing.T) {
+	e, clk, profs := newStatsEnv(t)
+	profs.setLabels("d1", map[string]string{"region": "eu"})
+	p := testProfile(t)
+	in, out := statsOf(t, p, 0, 10, 0)
+	e.send(t, recordsBatch("d1", statsRecord(1, hour0.Add(time.Minute), in, out)))
+	profs.setLabels("d1", map[string]string{"region": "us"})
+	clk.advance(profileTTL - time.Second)
+	e.send(t, recordsBatch("d1", statsRecord(2, hour0.Add(time.Minute), in, out))) // cached: still eu
+	clk.advance(time.Second)
+	e.send(t, recordsBatch("d1", statsRecord(3, hour0.Add(time.Minute), in, out))) // expired: us
+	profs.setLabels("d1", nil)
+	clk.advance(profileTTL)
+	e.send(t, recordsBatch("d1", statsRecord(4, hour0.Add(time.Minute), in, out))) // expired: unlabelled
+
+	ws := e.windows(t)
+	for c, n := range map[string]uint64{CohortAll: 4, "profile:rpi4": 4, "label:region=eu": 2, "label:region=us": 1} {
+		if len(ws[c]) != 1 || ws[c][0].Records != n {
+			t.Errorf("cohort %s = %+v; want one window of %d records", c, ws[c], n)
+		}
+	}
+	if len(ws) != 4 {
+		t.Errorf("cohorts = %v; want 4", slices.Sorted(maps.Keys(ws)))
+	}
+	if profs.lookups != 3 {
+		t.Errorf("%d lookups; want 3", profs.lookups)
+	}
+}
+
+func TestConfigureStatsCohortLabels(t *testing.T) {
+	e := newEnv(t)
+	for _, labels := range [][]string{{"a", "b", "c", "d", "e"}, {"a", "a"}, {""}, {"a/b"}, {"a=b"}, {"a:b"}, {".."}} {
+		if err := e.mon.ConfigureStats(StatsConfig{CohortLabels: labels}); err == nil {
+			t.Errorf("ConfigureStats(CohortLabels: %q) = nil; want an error", labels)
+		}
+	}
+	if err := e.mon.ConfigureStats(StatsConfig{CohortLabels: []string{"region", "site", "k8s.zone", "rack_1"}}); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCheckCohort(t *testing.T) {
+	for _, c := range []string{"all", "profile:rpi4", "label:region=eu", "label:k8s.zone=a-1"} {
+		if err := CheckCohort(c); err != nil {
+			t.Errorf("CheckCohort(%q) = %v", c, err)
+		}
+	}
+	for _, c := range []string{"", "All", "profile:", "label:", "label:region", "label:region=", "label:=eu", "label:a/b=c", "label:a=b=c", "label:a=b/c", "other:x"} {
+		if err := CheckCohort(c); err == nil {
+			t.Errorf("CheckCohort(%q) = nil; want an error", c)
+		}
+	}
+}
+
+// TestManySmallStatsAggregatesStoredInOneTransaction sends the most
+// records a batch may hold, each with the least statistics and in a
+// window of its own, from a device in every cohort there can be, with
+// long cohort names: the keys of the aggregates count towards
+// MaxBatchStatsBytes, so the batch still fits in one transaction.
+func TestManySmallStatsAggregatesStoredInOneTransaction(t *testing.T) {
+	e := newEnv(t)
+	clk := &clock{t: hour0}
+	keys := []string{"a", "b", "c", "d"}
+	labels := map[string]string{}
+	for _, k := range keys {
+		labels[k] = strings.Repeat(k, 63)
+	}
+	profs := &profiles{of: map[string]string{"d1": strings.Repeat("p", 128)}, labels: map[string]map[string]string{"d1": labels}}
+	e.mon = New(e.st, e.pub, scheme, slog.New(e.logs), clk.now)
+	if err := e.mon.ConfigureStats(StatsConfig{Device: profs.get, CohortLabels: keys, Window: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	stats := []*shoalv1.FeatureStats{{Name: "a", BinCounts: []uint64{1}, Count: 1}}
+	var recs []*shoalv1.TelemetryRecord
+	size := 0
+	for seq := uint64(1); seq <= MaxBatchRecords; seq++ {
+		end := hour0.Add(time.Duration(seq) * time.Second)
+		r := &shoalv1.TelemetryRecord{Seq: seq, ModelName: "m1", ModelVersion: "1", WindowEndUnixMs: end.UnixMilli(), InputStats: stats}
+		if size += proto.Size(r) + 8; size > MaxBatchBytes-1024 {
+			break
+		}
+		recs = append(recs, r)
+	}
+	e.send(t, recordsBatch("d1", recs...))
+	s := e.mon.Stats()
+	if s.Batches != 1 || s.StoreErrors != 0 {
+		t.Fatalf("stats = %+v; want the batch stored", s)
+	}
 	if s.StatsOverLimit == 0 || s.StatsMerged == 0 || s.StatsMerged+s.StatsOverLimit != uint64(len(recs)) {
 		t.Errorf("stats = %+v for %d records; want some merged and the rest over the limit", s, len(recs))
 	}
+	t.Logf("%d records, %d merged into all 6 cohorts", len(recs), s.StatsMerged)
 }
