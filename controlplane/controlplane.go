@@ -612,6 +612,12 @@ func (cp *ControlPlane) metrics() []procstats.Metric {
 		c("shoal_device_messages_rejected_total", "Reported-state and status messages dropped: malformed, too large, unknown device, or not stored.",
 			d.BadTopic+d.TooLarge+d.Malformed+d.BadSchema+d.WrongDevice+d.UnknownDevice+d.StoreErrors),
 	}
+	m = append(m,
+		c("shoal_telemetry_unaggregated_records_total", "Telemetry records stored but in no per-version aggregate (more versions in a batch than the bound).", t.Unaggregated),
+		c("shoal_data_stats_merged_total", "Data statistics of telemetry records merged into every drift window aggregate of theirs.", t.StatsMerged),
+		c("shoal_data_stats_rejected_total", "Data statistics not merged somewhere: invalid, of another shape than the window's, or over the batch bound.",
+			t.StatsInvalid+t.StatsMismatched+t.StatsOverLimit),
+	)
 	rs := cp.rollouts.Stats()
 	m = append(m,
 		c("shoal_rollout_passes_total", "Passes of the rollout engine over the running rollouts.", rs.Passes),

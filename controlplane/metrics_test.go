@@ -29,7 +29,8 @@ func TestMetrics(t *testing.T) {
 		return string(body)
 	}
 	before := scrape()
-	for _, line := range []string{"shoal_telemetry_records_total 0", "shoal_telemetry_batches_total 0", "shoal_mqtt_refused_total 0", "process_open_fds ", "go_goroutines "} {
+	for _, line := range []string{"shoal_telemetry_records_total 0", "shoal_telemetry_batches_total 0", "shoal_mqtt_refused_total 0", "process_open_fds ", "go_goroutines ",
+		"shoal_data_stats_merged_total 0", "shoal_data_stats_rejected_total 0", "shoal_telemetry_unaggregated_records_total 0", "shoal_rollout_passes_total "} {
 		if !strings.Contains(before, "\n"+line) {
 			t.Errorf("GET /metrics lacks %q:\n%s", line, before)
 		}
