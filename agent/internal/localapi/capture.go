@@ -98,7 +98,7 @@ func (h *handler) capture(m *inference.Model, id string, inputs, outputs []onnxr
 	if in == nil {
 		return
 	}
-	nIn := numElems(in.Data)
+	nIn := numericLen(*in)
 	rows := 1
 	if len(in.Shape) >= 2 && in.Shape[0] > 0 {
 		rows = int(in.Shape[0])
@@ -112,7 +112,7 @@ func (h *handler) capture(m *inference.Model, id string, inputs, outputs []onnxr
 	}
 	nOut := 0
 	if out != nil {
-		nOut = numElems(out.Data)
+		nOut = numericLen(*out)
 		if nOut%rows != 0 {
 			out, nOut = nil, 0
 		}
@@ -141,32 +141,13 @@ func tensorNamed(ts []onnxrt.Tensor, name string) *onnxrt.Tensor {
 	return nil
 }
 
-func numElems(data any) int {
-	switch d := data.(type) {
-	case []float32:
-		return len(d)
-	case []float64:
-		return len(d)
-	case []int8:
-		return len(d)
-	case []int16:
-		return len(d)
-	case []int32:
-		return len(d)
-	case []int64:
-		return len(d)
-	case []uint8:
-		return len(d)
-	case []uint16:
-		return len(d)
-	case []uint32:
-		return len(d)
-	case []uint64:
-		return len(d)
-	case []bool:
-		return len(d)
+// numericLen is t's element count (onnxrt.Tensor.Len), or 0 for string
+// tensors, which are not captured.
+func numericLen(t onnxrt.Tensor) int {
+	if _, text := t.Data.([]string); text {
+		return 0
 	}
-	return 0 // strings are not captured
+	return t.Len()
 }
 
 func floats(data any, from, to int) []float32 {

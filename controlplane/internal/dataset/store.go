@@ -2,9 +2,7 @@ package dataset
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/internal/blobstore"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/names"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
@@ -93,7 +92,7 @@ func CSVURL(name string, version int) string {
 // that version, so that a retried upload makes no new one.
 type Store struct {
 	st     store.Store
-	blobs  blobDir
+	blobs  blobstore.Dir
 	log    *slog.Logger
 	now    func() time.Time
 	limits Limits
@@ -117,7 +116,7 @@ func NewStore(st store.Store, dir string, log *slog.Logger, now func() time.Time
 	if now == nil {
 		now = time.Now
 	}
-	b, err := openBlobDir(dir)
+	b, err := blobstore.Open(dir, "CSV")
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +178,7 @@ func (s *Store) Push(ctx context.Context, name, label string, task Task, body io
 		}
 		return Version{}, false, err
 	}
-	if err := s.blobs.commit(tmp, sha); err != nil {
+	if err := s.blobs.Commit(tmp, sha); err != nil {
 		return Version{}, false, err
 	}
 	v := Version{
@@ -225,39 +224,19 @@ func (s *Store) Push(ctx context.Context, name, label string, task Task, body io
 // file's path. On error the file is removed.
 func (s *Store) receive(ctx context.Context, name string, body io.Reader) (path, sha string, size int64, err error) {
 	const op = "dataset.Push"
-	if err := ctx.Err(); err != nil {
-		return "", "", 0, err
-	}
-	f, err := s.blobs.create()
-	if err != nil {
-		return "", "", 0, err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	h := sha256.New()
-	dst := &writeTracker{w: io.MultiWriter(f, h)}
-	size, err = io.Copy(dst, io.LimitReader(body, s.limits.MaxBytes+1))
+	u, err := s.blobs.Receive(ctx, body, s.limits.MaxBytes)
+	var re *blobstore.ReadError
 	switch {
-	case dst.err != nil:
-		return "", "", 0, fmt.Errorf("dataset: write upload of %s: %w", name, dst.err)
-	case err != nil:
-		return "", "", 0, shoalerr.Wrap(err, shoalerr.Invalid, op, "reading the upload of dataset %s failed; send the file again", name)
-	case size > s.limits.MaxBytes:
+	case errors.As(err, &re):
+		return "", "", 0, shoalerr.Wrap(re.Err, shoalerr.Invalid, op, "reading the upload of dataset %s failed; send the file again", name)
+	case errors.Is(err, blobstore.ErrTooLarge):
 		return "", "", 0, shoalerr.E(shoalerr.TooLarge, op, "dataset %s is larger than the %d-byte limit", name, s.limits.MaxBytes)
-	case size == 0:
+	case errors.Is(err, blobstore.ErrEmpty):
 		return "", "", 0, shoalerr.E(shoalerr.Invalid, op, "the upload of dataset %s is empty; send the CSV file as the request body", name)
+	case err != nil:
+		return "", "", 0, fmt.Errorf("dataset: upload of %s: %w", name, err)
 	}
-	if err = f.Sync(); err != nil {
-		return "", "", 0, fmt.Errorf("dataset: sync upload: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return "", "", 0, fmt.Errorf("dataset: close upload: %w", err)
-	}
-	return f.Name(), hex.EncodeToString(h.Sum(nil)), size, nil
+	return u.Path, u.SHA256, u.Size, nil
 }
 
 func (s *Store) parseFile(path string, opts Options) (*Dataset, error) {
@@ -376,7 +355,7 @@ func (s *Store) OpenCSV(ctx context.Context, name string, version int) (*os.File
 	if err != nil {
 		return nil, Version{}, err
 	}
-	f, err := s.blobs.open(v.SHA256)
+	f, err := s.blobs.Open("dataset.OpenCSV", v.SHA256)
 	if err != nil {
 		// The record is there and its file is not: the data directory
 		// was damaged, which is no fault of the caller's.

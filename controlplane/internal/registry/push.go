@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -13,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/controlplane/internal/blobstore"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
@@ -74,7 +74,7 @@ func (r *Registry) PushValidated(ctx context.Context, name, version string, body
 	if err != nil {
 		return ModelVersion{}, false, fmt.Errorf("registry: encode self-test: %w", err)
 	}
-	if err := r.blobs.commit(tmp, sha); err != nil {
+	if err := r.blobs.Commit(tmp, sha); err != nil {
 		return ModelVersion{}, false, err
 	}
 
@@ -127,40 +127,23 @@ func (r *Registry) PushValidated(ctx context.Context, name, version string, body
 // file's path. On error the file is removed.
 func (r *Registry) receive(ctx context.Context, name, version string, body io.Reader) (path string, sum [32]byte, size int64, err error) {
 	const op = "registry.Push"
-	if err := ctx.Err(); err != nil {
-		return "", sum, 0, err
-	}
-	f, err := r.blobs.create()
-	if err != nil {
-		return "", sum, 0, err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	h := sha256.New()
-	dst := &writeTracker{w: io.MultiWriter(f, h)}
-	size, err = io.Copy(dst, io.LimitReader(body, r.maxBytes+1))
+	u, err := r.blobs.Receive(ctx, body, r.maxBytes)
+	var re *blobstore.ReadError
 	switch {
-	case dst.err != nil:
-		return "", sum, 0, fmt.Errorf("registry: write upload of %s %s: %w", name, version, dst.err)
-	case err != nil:
-		return "", sum, 0, shoalerr.Wrap(err, shoalerr.Invalid, op, "reading the upload of model %s version %s failed; send the file again", name, version)
-	case size > r.maxBytes:
+	case errors.As(err, &re):
+		return "", sum, 0, shoalerr.Wrap(re.Err, shoalerr.Invalid, op, "reading the upload of model %s version %s failed; send the file again", name, version)
+	case errors.Is(err, blobstore.ErrTooLarge):
 		return "", sum, 0, shoalerr.E(shoalerr.TooLarge, op, "model %s version %s is larger than the %d-byte limit", name, version, r.maxBytes)
-	case size == 0:
+	case errors.Is(err, blobstore.ErrEmpty):
 		return "", sum, 0, shoalerr.E(shoalerr.Invalid, op, "the upload of model %s version %s is empty; send the .onnx file as the request body", name, version)
+	case err != nil:
+		return "", sum, 0, fmt.Errorf("registry: upload of %s %s: %w", name, version, err)
 	}
-	if err = f.Sync(); err != nil {
-		return "", sum, 0, fmt.Errorf("registry: sync upload: %w", err)
+	if _, err := hex.Decode(sum[:], []byte(u.SHA256)); err != nil {
+		os.Remove(u.Path)
+		return "", sum, 0, fmt.Errorf("registry: digest of upload: %w", err)
 	}
-	if err = f.Close(); err != nil {
-		return "", sum, 0, fmt.Errorf("registry: close upload: %w", err)
-	}
-	copy(sum[:], h.Sum(nil))
-	return f.Name(), sum, size, nil
+	return u.Path, sum, u.Size, nil
 }
 
 // existing reports whether name/version is already stored: done with the

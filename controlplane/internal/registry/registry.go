@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/internal/blobstore"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/names"
@@ -89,7 +90,7 @@ func ArtifactURL(sha256Hex string) string { return "/v1/artifacts/" + sha256Hex 
 // Registry stores model versions. Its methods are safe for concurrent use.
 type Registry struct {
 	st       store.Store
-	blobs    blobDir
+	blobs    blobstore.Dir
 	signer   *trust.Signer
 	own      *trust.Verifier // signer's public key: Reissue re-signs only what it signed
 	log      *slog.Logger
@@ -118,7 +119,7 @@ func New(st store.Store, blobDir string, signer *trust.Signer, log *slog.Logger,
 	if err != nil {
 		return nil, fmt.Errorf("registry.New: %w", err)
 	}
-	b, err := openBlobDir(blobDir)
+	b, err := blobstore.Open(blobDir, "artifact")
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +278,7 @@ func (r *Registry) List(ctx context.Context) ([]Model, error) {
 // OpenArtifact opens the blob with the given SHA-256 (64 lower-case hex
 // characters). Errors: Invalid (not a digest), NotFound.
 func (r *Registry) OpenArtifact(sha256Hex string) (*os.File, error) {
-	return r.blobs.open(sha256Hex)
+	return r.blobs.Open("registry.OpenArtifact", sha256Hex)
 }
 
 func notFound(op, name, version string) error {
