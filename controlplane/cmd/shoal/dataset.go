@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
 
@@ -35,15 +33,11 @@ func newDatasetPushCmd(o *rootOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(args[0])
+			body, closeFile, err := openUpload(args[0], "CSV file", o.stderr)
 			if err != nil {
-				return fmt.Errorf("open CSV file: %w", err)
+				return err
 			}
-			defer f.Close()
-			var body io.Reader = f
-			if fi, err := f.Stat(); err == nil {
-				body = withProgress(f, o.stderr, "uploading "+args[0], fi.Size())
-			}
+			defer closeFile()
 			v, err := c.PushDataset(cmd.Context(), name, label, task, body)
 			if err != nil {
 				return fmt.Errorf("push %s as dataset %s: %w", args[0], name, err)

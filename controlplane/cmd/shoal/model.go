@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -31,15 +30,11 @@ func newModelPushCmd(o *rootOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(args[0])
+			body, closeFile, err := openUpload(args[0], "model file", o.stderr)
 			if err != nil {
-				return fmt.Errorf("open model file: %w", err)
+				return err
 			}
-			defer f.Close()
-			var body io.Reader = f
-			if fi, err := f.Stat(); err == nil {
-				body = withProgress(f, o.stderr, "uploading "+args[0], fi.Size())
-			}
+			defer closeFile()
 			mv, err := c.PushModel(cmd.Context(), name, version, body)
 			if err != nil {
 				return fmt.Errorf("push %s as %s %s: %w", args[0], name, version, err)

@@ -20,6 +20,20 @@ type progressReader struct {
 	start time.Time
 }
 
+// openUpload opens the file at path for upload, showing progress on w
+// (withProgress). what names the file in errors ("model file").
+func openUpload(path, what string, w io.Writer) (io.Reader, func() error, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", what, err)
+	}
+	var body io.Reader = f
+	if fi, err := f.Stat(); err == nil {
+		body = withProgress(f, w, "uploading "+path, fi.Size())
+	}
+	return body, f.Close, nil
+}
+
 // withProgress wraps r so that reading it shows progress on w, if w is a
 // terminal and the total is large enough to be worth showing.
 func withProgress(r io.Reader, w io.Writer, label string, total int64) io.Reader {
