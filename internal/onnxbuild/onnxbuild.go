@@ -65,6 +65,17 @@ func (b *Graph) OutputFloat(name string, shape ...Dim) {
 	b.g.Output = append(b.g.Output, valueInfo(name, onnx.TensorProto_FLOAT, shape))
 }
 
+// InputString declares a STRING input.
+func (b *Graph) InputString(name string, shape ...Dim) string {
+	b.g.Input = append(b.g.Input, valueInfo(name, onnx.TensorProto_STRING, shape))
+	return name
+}
+
+// OutputString declares a STRING output.
+func (b *Graph) OutputString(name string, shape ...Dim) {
+	b.g.Output = append(b.g.Output, valueInfo(name, onnx.TensorProto_STRING, shape))
+}
+
 // OutputInt64 declares an INT64 output.
 func (b *Graph) OutputInt64(name string, shape ...Dim) {
 	b.g.Output = append(b.g.Output, valueInfo(name, onnx.TensorProto_INT64, shape))
@@ -97,6 +108,11 @@ func AttrInt(name string, v int64) Attr {
 // AttrFloat is a float attribute.
 func AttrFloat(name string, v float32) Attr {
 	return &onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_FLOAT, F: v}
+}
+
+// AttrString is a string attribute.
+func AttrString(name, v string) Attr {
+	return &onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_STRING, S: []byte(v)}
 }
 
 // Node adds an operator node; when output is "" a fresh name is made. It
@@ -296,4 +312,16 @@ func Forward(s MLPSpec, x []float32) []float32 {
 		out[i] = float32(v)
 	}
 	return out
+}
+
+// Lowercaser is a model that lower-cases the strings of "text" [n] into
+// "lower" [n] with ONNX Runtime's StringNormalizer under the given locale
+// (the exporter's choice; ONNX Runtime needs the machine to have it).
+func Lowercaser(locale string) ([]byte, error) {
+	g := New("lowercaser")
+	x := g.InputString("text", -1)
+	g.Node("StringNormalizer", []string{x}, "lower",
+		AttrString("case_change_action", "LOWER"), AttrString("locale", locale))
+	g.OutputString("lower", -1)
+	return g.Bytes()
 }

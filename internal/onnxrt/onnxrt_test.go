@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoalfleet/shoal/internal/onnxbuild"
 )
 
 // ortTestData returns a model from the onnxruntime_go module's test data
@@ -26,13 +28,31 @@ func ortTestData(t *testing.T, name string) []byte {
 
 func open(t *testing.T, name string) *Session {
 	t.Helper()
+	return openData(t, name, ortTestData(t, name))
+}
+
+func openData(t *testing.T, name string, data []byte) *Session {
+	t.Helper()
 	MustInitForTest(t)
-	s, err := Open(ortTestData(t, name), Options{IntraOpThreads: 1})
+	s, err := Open(data, Options{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", name, err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// lowercaser is a string model under the C.UTF-8 locale, which every
+// glibc from 2.35 has built in (unlike en_US.UTF-8, the exporters'
+// default, which a stock Debian lacks).
+func lowercaser(t *testing.T) []byte {
+	t.Helper()
+	RequireLocaleForTest(t, "C.UTF-8")
+	data, err := onnxbuild.Lowercaser("C.UTF-8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func TestDynamicAxes(t *testing.T) {
@@ -72,6 +92,20 @@ func TestMultiType(t *testing.T) {
 }
 
 func TestStrings(t *testing.T) {
+	s := openData(t, "lowercaser", lowercaser(t))
+	out, err := s.Run([]Tensor{{Name: "text", DataType: BYTES, Shape: []int64{3}, Data: []string{"HeLLo", "ÀÉ", ""}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(out[0].Data.([]string), ","); out[0].DataType != BYTES || got != "hello,àé," {
+		t.Fatalf("outputs = %+v; want hello,àé,", out)
+	}
+}
+
+// TestStringsExported runs a string model as exporters write it: its
+// StringNormalizer asks for en_US.UTF-8.
+func TestStringsExported(t *testing.T) {
+	RequireLocaleForTest(t, "en_US.UTF-8")
 	s := open(t, "example_strings.onnx")
 	spec := s.Inputs()[0]
 	if spec.DataType != BYTES {
@@ -173,10 +207,59 @@ func TestSklearnZipMapOutputSkipped(t *testing.T) {
 	}
 }
 
+// TestMissingLocale: a model whose StringNormalizer asks for a locale the
+// machine lacks is refused with Shoal's error, which names the locale and
+// the ways out, not with ONNX Runtime's internal text.
+func TestMissingLocale(t *testing.T) {
+	MustInitForTest(t)
+	const missing = "xx_NOWHERE.UTF-8"
+	if HasLocale(missing) {
+		t.Fatalf("HasLocale(%q) = true", missing)
+	}
+	if !HasLocale("C") {
+		t.Fatal(`HasLocale("C") = false; every C library has it`)
+	}
+	data, err := onnxbuild.Lowercaser(missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, open := range map[string]func() (*Session, error){
+		"Open":    func() (*Session, error) { return Open(data, Options{IntraOpThreads: 1}) },
+		"Inspect": func() (*Session, error) { _, _, err := Inspect(data); return nil, err },
+	} {
+		s, err := open()
+		var le *LocaleError
+		if !errors.As(err, &le) || le.Locale != missing {
+			if s != nil {
+				s.Close()
+			}
+			t.Fatalf("%s: err = %v; want a *LocaleError for %s", name, err, missing)
+		}
+		msg := err.Error()
+		for _, want := range []string{`locale "` + missing + `"`, "locale-gen", "C.UTF-8", "locale -a"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s: message %q does not say %q", name, msg, want)
+			}
+		}
+		if strings.Contains(msg, "onnxruntime_src") {
+			t.Errorf("%s: message %q carries ONNX Runtime's internal text", name, msg)
+		}
+		var me *ModelError
+		if errors.As(err, &me) {
+			t.Errorf("%s: a missing locale is reported as a broken model: %v", name, err)
+		}
+	}
+}
+
 func TestSelfTestRoundTrip(t *testing.T) {
-	for _, name := range []string{"example_dynamic_axes.onnx", "example_multitype.onnx", "example_strings.onnx"} {
+	for _, name := range []string{"example_dynamic_axes.onnx", "example_multitype.onnx", "lowercaser"} {
 		t.Run(name, func(t *testing.T) {
-			s := open(t, name)
+			var s *Session
+			if name == "lowercaser" {
+				s = openData(t, name, lowercaser(t))
+			} else {
+				s = open(t, name)
+			}
 			st, err := MakeSelfTest(s, 42)
 			if err != nil {
 				t.Fatal(err)

@@ -61,7 +61,8 @@ func OpenFile(path string, opts Options) (*Session, error) {
 }
 
 // Open loads a model from its bytes. The library must be initialised (Init).
-// Bytes that are not a loadable model give a *ModelError. The bytes are
+// Bytes that are not a loadable model give a *ModelError; a model that
+// needs a locale the machine lacks gives a *LocaleError. The bytes are
 // written to a temporary file for a moment (see OpenFileData).
 func Open(data []byte, opts Options) (*Session, error) {
 	if err := checkSize(data); err != nil {
@@ -108,7 +109,7 @@ func OpenFileData(path string, data []byte, opts Options) (*Session, error) {
 	io.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
 	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, io)
 	if err != nil {
-		return nil, &ModelError{err}
+		return nil, loadError(err)
 	}
 	s := &Session{}
 	var inNames, outNames []string
@@ -143,7 +144,7 @@ func OpenFileData(path string, data []byte, opts Options) (*Session, error) {
 	}
 	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, inNames, outNames, so)
 	if err != nil {
-		return nil, &ModelError{err}
+		return nil, loadError(err)
 	}
 	s.s = sess
 	return s, nil

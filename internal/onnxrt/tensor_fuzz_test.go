@@ -235,7 +235,7 @@ func TestCompareInfinity(t *testing.T) {
 // refused before it reaches ORT.
 func TestStringInputMustBeUTF8(t *testing.T) {
 	MustInitForTest(t)
-	s, err := Open(ortTestData(t, "example_strings.onnx"), Options{IntraOpThreads: 1})
+	s, err := Open(lowercaser(t), Options{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

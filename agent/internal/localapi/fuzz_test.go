@@ -26,7 +26,7 @@ func FuzzInfer(f *testing.F) {
 		`{"inputs":[{"name":"in BYTES","datatype":"BYTES","shape":[2],"data":["a\"b","\ud83d\ude00"]}]}`,
 		`{"inputs":[{"name":"grid","datatype":"FP32","shape":[2,1,3],"data":[[[1,2,3]],[[4,5,6]]]}]}`,
 		`{"inputs":[{"name":"InputA","datatype":"UINT8","shape":[1,1,1],"data":[3]},{"name":"InputB","datatype":"FP64","shape":[1,2,2],"data":[1,2,3,4]}]}`,
-		`{"inputs":[{"name":"input","datatype":"BYTES","shape":[1],"data":["Hello"]}],"parameters":{"x":[null,{}]}}`,
+		`{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["Hello"]}],"parameters":{"x":[null,{}]}}`,
 		`{"inputs":[{"name":"InputA","datatype":"FP16","shape":[1,2,2,2],"data":[1,2,3,4,5,6,7,8]}]}`,
 		`{"inputs":[{"name":"input","datatype":"FP32","shape":[0,784],"data":[]}]}`,
 		`{"inputs":[{"name":"x","datatype":"FP32","shape":[],"data":[1]}]}`,

@@ -3,6 +3,7 @@ package localapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/agent/internal/telemetry"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
+	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
 
 // The aggregator is the recorder the agent wires in.
@@ -51,11 +53,20 @@ func (r *fakeRecorder) take() []observation {
 var (
 	setOnce   sync.Once
 	sharedSet *inference.Set
+	sharedErr error
 )
 
-// sharedModels returns the test models, loaded once for all tests.
+// sharedModels returns the test models, loaded once for all tests. A model
+// that fails to load fails every test that uses the set, with the reason.
 func sharedModels(t testing.TB) *inference.Set {
-	setOnce.Do(func() { sharedSet = testSet(t) })
+	t.Helper()
+	setOnce.Do(func() {
+		sharedErr = errors.New("the shared test models did not load: see the first test that tried")
+		sharedSet, sharedErr = testSet(t)
+	})
+	if sharedErr != nil {
+		t.Fatalf("shared test models: %v", sharedErr)
+	}
 	return sharedSet
 }
 
@@ -332,6 +343,15 @@ func TestInferDatatypes(t *testing.T) {
 	rec.take()
 }
 
+func TestInferStrings(t *testing.T) {
+	onnxrt.RequireLocaleForTest(t, stringsLocale)
+	srv, _ := server(t, Config{})
+	r := do(t, srv, "POST", "/v2/models/strings/infer", `{"inputs":[{"name":"text","datatype":"BYTES","shape":[2],"data":["Hello","WÖRLD"]}]}`)
+	if got := fmt.Sprint(outputs(t, r)["lower"]["data"]); got != "[hello wörld]" {
+		t.Errorf("strings = %s", r.raw)
+	}
+}
+
 func TestInferOtherModels(t *testing.T) {
 	srv, _ := server(t, Config{})
 	// example_multitype: OutputA = int16(B*A - 512), OutputB = A*1234.
@@ -344,11 +364,6 @@ func TestInferOtherModels(t *testing.T) {
 	}
 	if b := numbers(t, outs["OutputB"]["data"]); fmt.Sprint(b) != "[3702]" {
 		t.Errorf("OutputB = %v", outs["OutputB"])
-	}
-	r = do(t, srv, "POST", "/v2/models/strings/infer", `{"inputs":[{"name":"input","datatype":"BYTES","shape":[2],"data":["Hello","World"]}]}`)
-	outs = outputs(t, r)
-	if fmt.Sprint(outs["output_upper"]["data"]) != "[HELLO WORLD]" {
-		t.Errorf("strings = %s", r.raw)
 	}
 	// Nested data for a rank-3 input with a dynamic middle dimension.
 	r = do(t, srv, "POST", "/v2/models/grid/infer", `{"inputs":[{"name":"grid","datatype":"FP32","shape":[2,2,3],"data":[[[1,2,3],[4,5,6]],[[7,8,9],[10,11,12]]]}]}`)

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -330,6 +332,25 @@ func TestRejections(t *testing.T) {
 			want: `self-test: output "output_scalars": value 0 is`, downloads: true,
 		},
 		{
+			// A string model whose StringNormalizer asks for a locale the
+			// device lacks: refused with Shoal's message, not ORT's text.
+			name: "model needs a locale the device lacks",
+			make: func(e *testEnv, m *shoalv1.DeploymentManifest, _ []byte) []byte {
+				b, err := onnxbuild.Lowercaser("xx_NOWHERE.UTF-8")
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				sig, err := e.signer.SignBlob(bytes.NewReader(b))
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				sha := e.srv.put(b)
+				m.Artifact = &shoalv1.Artifact{Sha256: sha, Size: int64(len(b)), Url: "/v1/artifacts/" + sha, Signature: sig, MediaType: "application/vnd.onnx"}
+				return e.seal(m, nil)
+			},
+			want: `needs the locale "xx_NOWHERE.UTF-8", which this machine does not have: install it`, downloads: true,
+		},
+		{
 			name: "I/O schema mismatch",
 			make: func(e *testEnv, m *shoalv1.DeploymentManifest, _ []byte) []byte {
 				m.Inputs[0].Datatype = "INT64"
@@ -396,6 +417,9 @@ func TestRejections(t *testing.T) {
 			rs := e.last()
 			if rs.GetPhase() != shoalv1.Phase_PHASE_FAILED || !strings.Contains(rs.GetError(), tc.want) {
 				t.Errorf("report: phase %v, error %q; want FAILED with %q", rs.GetPhase(), rs.GetError(), tc.want)
+			}
+			if strings.Contains(rs.GetError(), "onnxruntime_src") {
+				t.Errorf("report carries ONNX Runtime's internal text: %q", rs.GetError())
 			}
 			ms := modelStatus(rs, "m")
 			if tc.overall {

@@ -194,8 +194,13 @@ func (e *selfTestError) Unwrap() error { return e.err }
 // modelRefused turns an inspection failure into the error the user sees.
 func modelRefused(op, name, version string, err error) error {
 	var me *onnxrt.ModelError
+	var le *onnxrt.LocaleError
 	var se *selfTestError
 	switch {
+	case errors.As(err, &le):
+		// The model may be fine; this machine cannot run it to build its
+		// self-test. The message names the locale and the ways out.
+		return shoalerr.Wrap(le, shoalerr.Invalid, op, "model %s version %s cannot be checked on this control plane", name, version)
 	case errors.As(err, &me):
 		return shoalerr.Wrap(me.Err, shoalerr.Invalid, op,
 			"model file is not a loadable ONNX model (upload the .onnx file your framework exported as %s version %s)", name, version)

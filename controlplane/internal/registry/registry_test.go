@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
+	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	"github.com/shoalfleet/shoal/internal/trust"
@@ -237,6 +238,9 @@ func TestPushTestModels(t *testing.T) {
 		"sklearn_randomforest.onnx",
 	} {
 		t.Run(file, func(t *testing.T) {
+			if file == "example_strings.onnx" {
+				onnxrt.RequireLocaleForTest(t, "en_US.UTF-8")
+			}
 			data := testModel(t, file)
 			if _, _, err := e.reg.Push(context.Background(), "m", digest(data)[:12], bytes.NewReader(data)); err != nil {
 				t.Fatalf("Push: %v", err)
@@ -260,6 +264,15 @@ func TestPushTestModels(t *testing.T) {
 	}
 }
 
+func lowercaser(t *testing.T, locale string) []byte {
+	t.Helper()
+	data, err := onnxbuild.Lowercaser(locale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 func TestPushRefusesWhatIsNotAModel(t *testing.T) {
 	e := newEnv(t)
 	for _, tc := range []struct {
@@ -274,10 +287,16 @@ func TestPushRefusesWhatIsNotAModel(t *testing.T) {
 		// Loads, but has FP16 inputs Shoal cannot feed: no self-test can be made.
 		{"float16", bytes.NewReader(testModel(t, "example_float16.onnx")), []string{"self-test", "FP16"}},
 		{"bfloat16", bytes.NewReader(testModel(t, "example_several_inputs_and_outputs.onnx")), []string{"self-test", "BF16"}},
+		// A StringNormalizer under a locale no machine has: Shoal's own
+		// message, naming the locale and how to get or avoid it.
+		{"nolocale", bytes.NewReader(lowercaser(t, "xx_NOWHERE.UTF-8")), []string{"nolocale version 1", `locale "xx_NOWHERE.UTF-8"`, "locale-gen", "locale -a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := e.reg.Push(context.Background(), tc.name, "1", tc.body)
 			wantCode(t, err, shoalerr.Invalid, tc.want...)
+			if err != nil && strings.Contains(err.Error(), "onnxruntime_src") {
+				t.Errorf("the error carries ONNX Runtime's internal text: %v", err)
+			}
 			if _, err := e.reg.Get(context.Background(), tc.name, "1"); !shoalerr.Is(err, shoalerr.NotFound) {
 				t.Errorf("Get after refused push: err = %v; want not found", err)
 			}

@@ -3,6 +3,7 @@ package validation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -248,7 +249,9 @@ func open(op string, model []byte, which string) (*onnxrt.Session, error) {
 	if err == nil {
 		return s, nil
 	}
-	if _, ok := err.(*onnxrt.ModelError); ok {
+	var me *onnxrt.ModelError
+	var le *onnxrt.LocaleError
+	if errors.As(err, &me) || errors.As(err, &le) {
 		return nil, shoalerr.Wrap(err, shoalerr.Invalid, op, "the %s model does not load", which)
 	}
 	return nil, shoalerr.Wrap(err, shoalerr.Unavailable, op, "cannot load the %s model with ONNX Runtime", which)
