@@ -27,7 +27,7 @@ FUZZTIME ?= 60s
 
 all: build
 
-build: ## bin/shoal and bin/shoal-agent
+build: $(ORT_DEP) ## bin/shoal and bin/shoal-agent (and the ONNX Runtime library, once)
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/shoal ./controlplane/cmd/shoal
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/shoal-agent ./agent/cmd/shoal-agent
 
@@ -57,6 +57,13 @@ fmt-check:
 test: ort fmt-check vet build ## everything CI runs
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	GO=$(GO) scripts/fuzz.sh 3
+
+# make test as a new user gets it: a fresh clone, empty caches, LANG=C.UTF-8
+# with only the C locales, and no optional system package on PATH
+# (scripts/test-fresh.sh). .ci/run runs it after make test.
+.PHONY: test-fresh
+test-fresh: ## make test on a fresh clone with empty caches and no optional packages
+	scripts/test-fresh.sh
 
 .PHONY: fuzz
 fuzz: ort ## every fuzz target for FUZZTIME each (scripts/fuzz.sh)

@@ -22,6 +22,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -94,7 +95,7 @@ func deviceClient(t *testing.T, fa *fleetAgent, lost chan<- error) mqtt.Client {
 		}
 	})
 	c := mqtt.NewClient(opts)
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := c.Connect(); !tok.WaitTimeout(shoaltest.Patience) || tok.Error() != nil {
 		t.Fatalf("connect as %s: %v", id.DeviceID, tok.Error())
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
@@ -192,7 +193,7 @@ func TestBadInput(t *testing.T) {
 		c.Publish(scheme.Device("dev-b", topics.Telemetry), 1, false, telemetryBatch("dev-b", 1<<40, 1_000_000))
 		select {
 		case <-lost:
-		case <-time.After(10 * time.Second):
+		case <-time.After(shoaltest.Patience):
 			t.Fatal("the broker kept a device that published on another device's topic")
 		}
 		after, err := cp.Client.Telemetry(ctx, "dev-b")
@@ -216,7 +217,7 @@ func TestBadInput(t *testing.T) {
 		}).Wait()
 		for _, kind := range []topics.Kind{topics.Telemetry, topics.Reported, topics.Status} {
 			for _, junk := range [][]byte{[]byte("\xff\xff\xff garbage"), {0x0a, 0xff}, bytes.Repeat([]byte{0x08}, 100)} {
-				if tok := c.Publish(scheme.Device("dev-a", kind), 1, false, junk); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				if tok := c.Publish(scheme.Device("dev-a", kind), 1, false, junk); !tok.WaitTimeout(shoaltest.Patience) || tok.Error() != nil {
 					t.Fatalf("publish junk on %s: %v", kind, tok.Error())
 				}
 			}
@@ -229,7 +230,7 @@ func TestBadInput(t *testing.T) {
 			if ack.FirstSeq != 1<<40 {
 				t.Fatalf("ack = %v", ack)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(shoaltest.Patience):
 			t.Fatal("no ack for a valid batch sent after malformed ones")
 		}
 		if _, err := cp.Client.Devices(ctx); err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/trust"
 )
 
@@ -105,10 +106,10 @@ func (p *proc) stop(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s exited with %v; log:\n%s", p.name, err, p.tail())
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(shoaltest.Patience):
 		p.cmd.Process.Kill()
 		<-p.done
-		t.Errorf("%s did not stop within 20s of SIGTERM; log:\n%s", p.name, p.tail())
+		t.Errorf("%s did not stop within %s of SIGTERM; log:\n%s", p.name, shoaltest.Patience, p.tail())
 	}
 }
 
@@ -118,22 +119,6 @@ func (p *proc) tail() string {
 		data = data[len(data)-4000:]
 	}
 	return string(data)
-}
-
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func shoal(t *testing.T, server string, args ...string) (string, error) {
@@ -204,7 +189,7 @@ func TestBinariesSpine(t *testing.T) {
 	server := "http://" + httpAddr
 	cp := start(t, dir, "shoal serve", "serve", "--data-dir", filepath.Join(dir, "cp"), "--http-addr", httpAddr, "--mqtt-addr", mqttAddr)
 	var pubPEM []byte
-	eventually(t, 30*time.Second, "control plane serving", func() error {
+	shoaltest.Eventually(t, "control plane serving", func() error {
 		data, code, err := httpGet(server + "/api/v1/trust/public-key")
 		if err == nil && code != 200 {
 			err = fmt.Errorf("status %d", code)
@@ -229,7 +214,7 @@ func TestBinariesSpine(t *testing.T) {
 			"--broker", "tcp://"+mqttAddr, "--device-id", id, "--enroll-token", tok.Token, "--api-addr", api)
 		agentProcs = append(agentProcs, p)
 		agents[id] = "http://" + api
-		eventually(t, 30*time.Second, id+" live", func() error {
+		shoaltest.Eventually(t, id+" live", func() error {
 			_, code, err := httpGet(agents[id] + "/v2/health/live")
 			if err == nil && code != 200 {
 				err = fmt.Errorf("status %d", code)
@@ -252,7 +237,7 @@ func TestBinariesSpine(t *testing.T) {
 		t.Fatalf("deploy: %v\n%s", err, out)
 	}
 	for id, api := range agents {
-		eventually(t, 60*time.Second, id+" serving summer", func() error {
+		shoaltest.Eventually(t, id+" serving summer", func() error {
 			got, err := inferSums(api)
 			if err != nil {
 				return err
@@ -313,7 +298,7 @@ func TestBinariesSpine(t *testing.T) {
 	api := freeAddr(t)
 	start(t, dir, "shoal-agent bin-a-restart", "run", "--data-dir", filepath.Join(dir, "bin-a"), "--server", server,
 		"--broker", "tcp://"+mqttAddr, "--device-id", "bin-a", "--api-addr", api)
-	eventually(t, 30*time.Second, "restarted agent serving offline", func() error {
+	shoaltest.Eventually(t, "restarted agent serving offline", func() error {
 		got, err := inferSums("http://" + api)
 		if err != nil {
 			return err
@@ -325,6 +310,8 @@ func TestBinariesSpine(t *testing.T) {
 	})
 }
 
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
 // cosignPath finds cosign on PATH, in $COSIGN, or where .ci/run installs it.
 func cosignPath() string {
 	if p := os.Getenv("COSIGN"); p != "" {
@@ -334,10 +321,8 @@ func cosignPath() string {
 		return p
 	}
 	home, _ := os.UserHomeDir()
-	for _, p := range []string{filepath.Join(home, ".cache", "shoal", "tools", "cosign"), "/tmp/cosignbin/cosign"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
+	if p := filepath.Join(home, ".cache", "shoal", "tools", "cosign"); fileExists(p) {
+		return p
 	}
 	return ""
 }

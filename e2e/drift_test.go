@@ -17,6 +17,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // The drift test's sensor features; driftShifted is the one phase (b)
@@ -159,7 +160,7 @@ func TestDriftAlert(t *testing.T) {
 	if err != nil {
 		t.Fatalf("submit training job: %v", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, shoaltest.Patience)
 	job, err = c.WaitJob(wctx, job.ID, 50*time.Millisecond, nil)
 	cancel()
 	if err != nil {
@@ -188,7 +189,7 @@ func TestDriftAlert(t *testing.T) {
 	start := time.Now()
 	send := startDriftSender(t, model, agents, 3)
 	var calm []client.DriftWindow
-	eventually(t, 20*time.Second, "three settled windows of unshifted data with samples", func() error {
+	shoaltest.Eventually(t, "three settled windows of unshifted data with samples", func() error {
 		send.check(t)
 		rep, err := c.Drift(ctx, model, client.DriftQuery{Version: version, Last: time.Minute})
 		if err != nil {
@@ -234,13 +235,12 @@ func TestDriftAlert(t *testing.T) {
 		t.Fatalf("push dataset v2: %v", err)
 	}
 
-	// (b) Shift one feature: an alert within K windows (plus the one the
-	// shift starts in, and settling), naming that feature.
+	// (b) Shift one feature: an alert on K windows, all after the shift,
+	// naming that feature. How soon it comes is logged, not judged.
 	shifted := time.Now()
 	send.shift.Store(3)
 	var alert client.Alert
-	budget := time.Duration(policy.Windows+2)*window + settle + 5*time.Second
-	eventually(t, budget, "drift alert after the shift", func() error {
+	shoaltest.Eventually(t, "drift alert after the shift", func() error {
 		send.check(t)
 		if err := cp.EvaluateDrift(ctx); err != nil {
 			return err
@@ -286,7 +286,7 @@ func TestDriftAlert(t *testing.T) {
 	// The alert started a retraining run: a job on sensors v2 with the
 	// same trainer, a candidate that passed its gates, and its rollout.
 	var run client.LoopRun
-	eventually(t, 60*time.Second, "retraining run rolled out", func() error {
+	shoaltest.Eventually(t, "retraining run rolled out", func() error {
 		runs, err := c.LoopRuns(ctx, model)
 		if err != nil {
 			return err

@@ -23,6 +23,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 func testLogger(_ testing.TB) *slog.Logger {
@@ -91,7 +92,7 @@ func (fa *fleetAgent) shutdown(t *testing.T) {
 		if err != nil && err != context.Canceled {
 			t.Errorf("agent %s: Run: %v", fa.id, err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(shoaltest.Patience):
 		t.Errorf("agent %s did not stop", fa.id)
 	}
 	fa.a.Close()
@@ -132,7 +133,7 @@ func (fa *fleetAgent) infer(model, input string, shape []int64, x []float32) (*i
 
 func waitDevices(t *testing.T, c *client.Client, what string, cond func([]client.Device) error) {
 	t.Helper()
-	eventually(t, 60*time.Second, what, func() error {
+	shoaltest.Eventually(t, what, func() error {
 		devs, err := c.Devices(context.Background())
 		if err != nil {
 			return err
@@ -228,7 +229,7 @@ func waitTelemetry(t *testing.T, c *client.Client, agents []*fleetAgent) {
 		made += fa.made
 		fa.mu.Unlock()
 	}
-	eventually(t, 60*time.Second, "telemetry count equals predictions", func() error {
+	shoaltest.Eventually(t, "telemetry count equals predictions", func() error {
 		s, err := c.Telemetry(context.Background(), "")
 		if err != nil {
 			return err

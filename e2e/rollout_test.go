@@ -15,6 +15,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // Rollout scenarios with real agents in this process, over the embedded
@@ -137,17 +138,19 @@ func rolloutModel(t *testing.T, kind string, seed uint64) []byte {
 	case "good":
 		data, err = onnxbuild.MLP(onnxbuild.MLPSpec{Name: "m", Input: "x", Layers: onnxbuild.RandomLayers(seed, 4, 8, 2)})
 	case "slow":
-		// 4 → 256, then the same 256×256 layer 100 times, → 2: some 6.5M
-		// multiply-adds per row (milliseconds) from a file of 260 KB.
-		ls := onnxbuild.RandomLayers(seed, 4, 256, 256, 2)
+		// 4 → 512, then the same 512×512 layer 800 times, → 2: some 210M
+		// multiply-adds per row — tens of milliseconds, against the tens
+		// of microseconds of "good" — from a file of 1 MiB. The gap is that
+		// wide so that no load on the machine running the test closes it.
+		ls := onnxbuild.RandomLayers(seed, 4, 512, 512, 2)
 		g := onnxbuild.New("m")
 		x := g.InputFloat("x", -1, 4)
-		x = g.Node("Gemm", []string{x, g.Weight("W0", ls[0].W, 4, 256), g.Weight("B0", ls[0].B, 256)}, "")
-		w, b := g.Weight("W", ls[1].W, 256, 256), g.Weight("B", ls[1].B, 256)
-		for range 100 {
+		x = g.Node("Gemm", []string{x, g.Weight("W0", ls[0].W, 4, 512), g.Weight("B0", ls[0].B, 512)}, "")
+		w, b := g.Weight("W", ls[1].W, 512, 512), g.Weight("B", ls[1].B, 512)
+		for range 800 {
 			x = g.Node("Tanh", []string{g.Node("Gemm", []string{x, w, b}, "")}, "")
 		}
-		x = g.Node("Gemm", []string{x, g.Weight("W2", ls[2].W, 256, 2), g.Weight("B2", ls[2].B, 2)}, "")
+		x = g.Node("Gemm", []string{x, g.Weight("W2", ls[2].W, 512, 2), g.Weight("B2", ls[2].B, 2)}, "")
 		g.Node("Identity", []string{x}, "output")
 		g.OutputFloat("output", -1, 2)
 		data, err = g.Bytes()
@@ -206,7 +209,7 @@ func (f *rolloutFleet) act(id, action string) client.Rollout {
 func (f *rolloutFleet) waitRollout(id, what string, cond func(client.Rollout) error) client.Rollout {
 	f.t.Helper()
 	var last client.Rollout
-	eventually(f.t, 90*time.Second, what, func() error {
+	shoaltest.Eventually(f.t, what, func() error {
 		r, err := f.cp.Client.Rollout(context.Background(), id)
 		if err != nil {
 			return err
@@ -396,8 +399,10 @@ func TestRolloutHealthGates(t *testing.T) {
 			fa.infer("m", "x", []int64{int64(rows), 4}, make([]float32, 4*rows))
 		}
 	}
+	// Many baseline predictions, so that a few slowed by a busy machine
+	// barely move version 1's p95.
 	for _, fa := range f.agents {
-		traffic(fa, 40)
+		traffic(fa, 200)
 	}
 	waitTelemetry(t, f.cp.Client, f.agents)
 
@@ -437,6 +442,9 @@ func TestRolloutHealthGates(t *testing.T) {
 		found := false
 		for _, ev := range r.Events {
 			if ev.Phase == "failed" && strings.Contains(ev.Message, tc.want) {
+				if !found {
+					t.Logf("version %s: %s", tc.version, ev.Message)
+				}
 				found = true
 			}
 		}

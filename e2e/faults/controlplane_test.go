@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // TestControlPlaneRestarts proves guarantees 7 and 1 (docs/RELIABILITY.md)
@@ -33,7 +35,7 @@ func TestControlPlaneRestarts(t *testing.T) {
 	cp.Deploy(t, "clf", "1")
 	cp.WaitActive(t, "clf", "1", all...)
 	offline.MustPredict(t, 3)
-	cp.WaitExactTelemetry(t, 60*time.Second, offline)
+	cp.WaitExactTelemetry(t, offline)
 	offline.Stop(t)
 
 	// v2 is deployed to every device, the offline one included.
@@ -44,7 +46,7 @@ func TestControlPlaneRestarts(t *testing.T) {
 	load := startLoad(online)
 	desired := func(when string) {
 		t.Helper()
-		poll(t, 90*time.Second, "desired state "+when, func() error {
+		shoaltest.Eventually(t, "desired state "+when, func() error {
 			for _, a := range all {
 				m, err := cp.Model(a.ID, "clf")
 				if err != nil {
@@ -103,11 +105,11 @@ func TestControlPlaneRestarts(t *testing.T) {
 		t.Fatalf("a prediction failed while the control plane restarted: %v", failed)
 	}
 	// Agents reconnect with backoff (at most 30 s between attempts).
-	cp.WaitExactTelemetry(t, 120*time.Second, all...)
+	cp.WaitExactTelemetry(t, all...)
 	for _, a := range all {
 		a.Stop(t)
 	}
-	cp.WaitExactTelemetry(t, 10*time.Second, all...)
+	cp.WaitExactTelemetry(t, all...)
 	total, err := cp.Client.Telemetry(cp.ctx(), "")
 	if err != nil {
 		t.Fatal(err)

@@ -57,6 +57,7 @@ import (
 
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 var (
@@ -149,26 +150,6 @@ func bins(t *testing.T) string {
 	return binDir
 }
 
-// poll calls cond every interval until it returns nil, and fails the test
-// with cond's last error if timeout passes first.
-func poll(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	if err := pollErr(timeout, 20*time.Millisecond, cond); err != nil {
-		t.Fatalf("%s: not within %s: %v", what, timeout, err)
-	}
-}
-
-func pollErr(timeout, interval time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(interval)
-	}
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -222,7 +203,7 @@ func startProc(t *testing.T, name, logPath, bin string, env []string, args ...st
 			p.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
-			case <-time.After(20 * time.Second):
+			case <-time.After(shoaltest.Patience):
 				p.cmd.Process.Kill()
 				<-p.done
 			}
@@ -248,13 +229,13 @@ func (p *Proc) Exited() bool {
 
 // WaitExit waits for the process to exit on its own and returns its
 // status.
-func (p *Proc) WaitExit(t *testing.T, timeout time.Duration) *os.ProcessState {
+func (p *Proc) WaitExit(t *testing.T) *os.ProcessState {
 	t.Helper()
 	select {
 	case <-p.done:
 		return p.cmd.ProcessState
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s; log:\n%s", p.Name, timeout, p.Tail(3000))
+	case <-time.After(shoaltest.Patience):
+		t.Fatalf("%s did not exit within %s; log:\n%s", p.Name, shoaltest.Patience, p.Tail(3000))
 		return nil
 	}
 }
@@ -275,7 +256,7 @@ func (p *Proc) Kill(t *testing.T) {
 		t.Fatalf("%s: kill: it had already exited (%v); log:\n%s", p.Name, p.err, p.Tail(3000))
 	}
 	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.WaitExit(t, 30*time.Second)
+	p.WaitExit(t)
 }
 
 // Stop sends SIGTERM and waits for a clean exit (status 0).
@@ -285,7 +266,7 @@ func (p *Proc) Stop(t *testing.T) {
 		t.Fatalf("%s: stop: it had already exited (%v); log:\n%s", p.Name, p.err, p.Tail(3000))
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.WaitExit(t, 30*time.Second)
+	p.WaitExit(t)
 	if p.err != nil {
 		t.Fatalf("%s: exit after SIGTERM: %v; log:\n%s", p.Name, p.err, p.Tail(3000))
 	}
@@ -408,7 +389,7 @@ func (cp *ControlPlane) Start(t *testing.T) {
 	}
 	cp.proc = startProc(t, fmt.Sprintf("control plane (start %d)", cp.starts), filepath.Join(cp.Dir, fmt.Sprintf("shoal.%d.log", cp.starts)),
 		filepath.Join(bins(t), "shoal"), nil, args...)
-	poll(t, 60*time.Second, "control plane serving", func() error {
+	shoaltest.Eventually(t, "control plane serving", func() error {
 		if cp.proc.Exited() {
 			t.Fatalf("control plane exited at start: %v\n%s", cp.proc.err, cp.proc.Tail(3000))
 		}
@@ -495,7 +476,7 @@ func (cp *ControlPlane) Model(id, model string) (client.DeviceModel, error) {
 func (cp *ControlPlane) WaitActive(t *testing.T, model, version string, agents ...*Agent) {
 	t.Helper()
 	for _, a := range agents {
-		poll(t, 90*time.Second, fmt.Sprintf("%s: %s %s active", a.ID, model, version), func() error {
+		shoaltest.Eventually(t, fmt.Sprintf("%s: %s %s active", a.ID, model, version), func() error {
 			m, err := cp.Model(a.ID, model)
 			if err != nil {
 				return err
@@ -513,11 +494,11 @@ func (cp *ControlPlane) WaitActive(t *testing.T, model, version string, agents .
 // equal, nothing dropped, and one stored record per sequence number up to
 // the highest (none missing, none counted twice). More predictions than
 // were made fails at once.
-func (cp *ControlPlane) WaitExactTelemetry(t *testing.T, timeout time.Duration, agents ...*Agent) {
+func (cp *ControlPlane) WaitExactTelemetry(t *testing.T, agents ...*Agent) {
 	t.Helper()
 	for _, a := range agents {
 		made := a.Made()
-		poll(t, timeout, fmt.Sprintf("%s: telemetry counts %d predictions", a.ID, made), func() error {
+		shoaltest.Eventually(t, fmt.Sprintf("%s: telemetry counts %d predictions", a.ID, made), func() error {
 			c, err := cp.Telemetry(a.ID)
 			if err != nil {
 				return err
@@ -643,7 +624,7 @@ func (a *Agent) Proc() *Proc { return a.proc }
 func (a *Agent) Start(t *testing.T, failpoints string) *Proc {
 	t.Helper()
 	p := a.Launch(t, failpoints)
-	poll(t, 60*time.Second, a.ID+": local API answering", func() error {
+	shoaltest.Eventually(t, a.ID+": local API answering", func() error {
 		if p.Exited() {
 			t.Fatalf("%s exited at start: %v\n%s", p.Name, p.err, p.Tail(3000))
 		}
@@ -742,7 +723,7 @@ func (a *Agent) Round(t *testing.T) bool {
 	if _, err := a.Predict(); err != nil {
 		t.Fatalf("%s: %v; log:\n%s", a.ID, err, p.Tail(3000))
 	}
-	err := pollErr(30*time.Second, 5*time.Millisecond, func() error {
+	err := shoaltest.Poll(5*time.Millisecond, func() error {
 		if p.Hits("telemetry-after-append") > before {
 			return nil
 		}
@@ -755,7 +736,7 @@ func (a *Agent) Round(t *testing.T) bool {
 		t.Fatalf("%s: round: %v; log:\n%s", a.ID, err, p.Tail(3000))
 	}
 	if p.Effect("telemetry-after-append") == "kill" {
-		p.WaitExit(t, 30*time.Second)
+		p.WaitExit(t)
 		return false
 	}
 	return true

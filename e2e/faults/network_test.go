@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/e2e/e2etest"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // TestLinkCut cuts the agents' MQTT link (a TCP proxy between them and the
@@ -52,7 +53,7 @@ func TestLinkCut(t *testing.T) {
 	if err := load.stop(); err != nil {
 		t.Fatalf("a prediction failed around the cut: %v", err)
 	}
-	cp.WaitExactTelemetry(t, 120*time.Second, agents...)
+	cp.WaitExactTelemetry(t, agents...)
 	t.Logf("link cut for %s: %d predictions, all counted once", s.outage, load.made())
 }
 
@@ -83,7 +84,7 @@ func TestMosquittoStopStart(t *testing.T) {
 	}
 	mq.Start()
 	cp.Push(t, "clf", "2", classifier(t, 2, 8))
-	poll(t, 60*time.Second, "deploy once the control plane has reconnected", func() error {
+	shoaltest.Eventually(t, "deploy once the control plane has reconnected", func() error {
 		_, err := cp.Client.Deploy(cp.ctx(), "clf", "2", nil)
 		return err
 	})
@@ -91,7 +92,7 @@ func TestMosquittoStopStart(t *testing.T) {
 	if err := load.stop(); err != nil {
 		t.Fatalf("a prediction failed around the broker outage: %v", err)
 	}
-	cp.WaitExactTelemetry(t, 120*time.Second, agents...)
+	cp.WaitExactTelemetry(t, agents...)
 	t.Logf("mosquitto down for %s: %d predictions, all counted once", s.outage, load.made())
 }
 
@@ -118,15 +119,15 @@ func TestClockJumps(t *testing.T) {
 	cp.Deploy(t, "clf", "1")
 	cp.WaitActive(t, "clf", "1", a)
 	a.MustPredict(t, 5)
-	cp.WaitExactTelemetry(t, 60*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 
 	setClock("72h")
 	a.MustPredict(t, 5)
-	cp.WaitExactTelemetry(t, 60*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 
 	setClock("-2h") // stepped back: windows must keep closing, not stall for 74h
 	a.MustPredict(t, 5)
-	cp.WaitExactTelemetry(t, 60*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 	cp.Push(t, "clf", "2", classifier(t, 2, 8))
 	cp.Deploy(t, "clf", "2")
 	cp.WaitActive(t, "clf", "2", a)
@@ -134,7 +135,7 @@ func TestClockJumps(t *testing.T) {
 	setClock("960h") // 40 days ahead: every manifest looks expired
 	cp.Push(t, "clf", "3", classifier(t, 3, 8))
 	cp.Deploy(t, "clf", "3")
-	poll(t, 60*time.Second, "v3 refused as expired", func() error {
+	shoaltest.Eventually(t, "v3 refused as expired", func() error {
 		m, err := cp.Model(a.ID, "clf")
 		if err != nil {
 			return err
@@ -155,7 +156,7 @@ func TestClockJumps(t *testing.T) {
 	cp.Deploy(t, "clf", "3") // a new release, signed now
 	cp.WaitActive(t, "clf", "3", a)
 	a.MustPredict(t, 5)
-	cp.WaitExactTelemetry(t, 60*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 }
 
 // TestDiskFull fills the file system that holds the agent's data (a small
@@ -187,7 +188,7 @@ func TestDiskFull(t *testing.T) {
 	cp.Deploy(t, "clf", "1")
 	cp.WaitActive(t, "clf", "1", a)
 	a.MustPredict(t, 5)
-	cp.WaitExactTelemetry(t, 60*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 
 	filler := filepath.Join(dir, "filler")
 	f, err := os.Create(filler)
@@ -214,7 +215,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	a.MustPredict(t, 5)
 	made := a.Made()
-	poll(t, 120*time.Second, "telemetry after the disk has space again", func() error {
+	shoaltest.Eventually(t, "telemetry after the disk has space again", func() error {
 		c, err := cp.Telemetry(a.ID)
 		if err != nil {
 			return err

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // TestSequenceAcrossRestarts proves guarantee 4 (docs/RELIABILITY.md): a
@@ -32,7 +34,7 @@ func TestSequenceAcrossRestarts(t *testing.T) {
 	}
 	expect := func(what string) {
 		t.Helper()
-		cp.WaitExactTelemetry(t, 90*time.Second, a)
+		cp.WaitExactTelemetry(t, a)
 		c, err := cp.Telemetry(a.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -57,7 +59,7 @@ func TestSequenceAcrossRestarts(t *testing.T) {
 	a.Stop(t)
 	p := a.Start(t, "upload-after-publish=pause@1,telemetry-after-append=log")
 	rounds(1)
-	poll(t, 30*time.Second, "sender paused after its first publish", func() error {
+	shoaltest.Eventually(t, "sender paused after its first publish", func() error {
 		if p.Effect("upload-after-publish") != "pause" {
 			return errors.New("no pause yet")
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // TestKillWhileStarting extends guarantee 1 (docs/RELIABILITY.md) to kills
@@ -41,14 +43,14 @@ func TestKillWhileStarting(t *testing.T) {
 	for range 3 {
 		a.Round(t)
 	}
-	cp.WaitExactTelemetry(t, 60*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 
 	// Queue telemetry the control plane does not have: the sender stops
 	// after its first publish, three more records wait behind it.
 	a.Stop(t)
 	p := a.Start(t, "upload-after-publish=pause@1,telemetry-after-append=log")
 	a.Round(t)
-	poll(t, 30*time.Second, "sender paused after its first publish", func() error {
+	shoaltest.Eventually(t, "sender paused after its first publish", func() error {
 		if p.Effect("upload-after-publish") != "pause" {
 			return errors.New("no pause yet")
 		}
@@ -69,7 +71,7 @@ func TestKillWhileStarting(t *testing.T) {
 		want := fmt.Sprint(caught + 1)
 		p := a.Launch(t, "")
 		// Poll fast: opening takes tens of milliseconds.
-		err := pollErr(60*time.Second, 100*time.Microsecond, func() error {
+		err := shoaltest.Poll(100*time.Microsecond, func() error {
 			if opens() == want || p.Exited() {
 				return nil
 			}
@@ -96,7 +98,7 @@ func TestKillWhileStarting(t *testing.T) {
 	a.Start(t, "")
 	made := a.Made()
 	var last string
-	err := pollErr(90*time.Second, 50*time.Millisecond, func() error {
+	err := shoaltest.Poll(50*time.Millisecond, func() error {
 		c, err := cp.Telemetry(a.ID)
 		if err != nil {
 			return err

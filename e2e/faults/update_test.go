@@ -51,7 +51,7 @@ func TestKillDuringUpdate(t *testing.T) {
 	}
 	// Everything predicted so far is in the control plane: the kills below
 	// find no prediction that is not yet in an outbox.
-	cp.WaitExactTelemetry(t, 60*time.Second, agents...)
+	cp.WaitExactTelemetry(t, agents...)
 
 	mv2 := cp.Push(t, "clf", "2", v2)
 	start := time.Now()
@@ -59,7 +59,7 @@ func TestKillDuringUpdate(t *testing.T) {
 	for i, row := range rows {
 		a := agents[i]
 		p := a.Proc()
-		p.WaitExit(t, 90*time.Second)
+		p.WaitExit(t)
 		if !p.Killed() || p.Effect(row.point) != "kill" || p.Hits(row.point) != 2 {
 			t.Fatalf("%s: exited with %v, %s hit %d times (last effect %q); want killed at its 2nd hit; log:\n%s",
 				a.ID, p.cmd.ProcessState, row.point, p.Hits(row.point), p.Effect(row.point), p.Tail(3000))
@@ -121,9 +121,9 @@ func TestKillDuringUpdate(t *testing.T) {
 		}
 	}
 
-	cp.WaitExactTelemetry(t, 60*time.Second, agents...)
+	cp.WaitExactTelemetry(t, agents...)
 	for _, a := range agents {
 		a.Stop(t)
 	}
-	cp.WaitExactTelemetry(t, 10*time.Second, agents...)
+	cp.WaitExactTelemetry(t, agents...)
 }

@@ -130,7 +130,7 @@ func killWhileUploading(t *testing.T, cp *ControlPlane, a *Agent, s suite, r *ra
 	// Restarted once more, the agent delivers what it holds; a clean stop
 	// changes nothing.
 	a.Start(t, "")
-	cp.WaitExactTelemetry(t, 90*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 	c, err := cp.Telemetry(a.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +139,6 @@ func killWhileUploading(t *testing.T, cp *ControlPlane, a *Agent, s suite, r *ra
 		t.Fatalf("%s: %d records up to seq %d for %d rounds; want one record and one sequence number per round", a.ID, c.Records, c.HighestSeq, a.Made())
 	}
 	a.Stop(t)
-	cp.WaitExactTelemetry(t, 10*time.Second, a)
+	cp.WaitExactTelemetry(t, a)
 	t.Logf("%s: %d kills %v, %d predictions, exact", a.ID, s.chaosLives, tally, a.Made())
 }
