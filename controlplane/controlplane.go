@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/shoalfleet/shoal/controlplane/internal/api"
 	"github.com/shoalfleet/shoal/controlplane/internal/broker"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
@@ -81,18 +83,25 @@ type ControlPlane struct {
 	bus      broker.Bus
 	http     *http.Server
 
-	mu        sync.Mutex
-	httpLn    net.Listener
-	starting  bool       // Start was called (it may have failed)
-	closed    bool       // Close was called
-	serveErr  chan error // the HTTP server's exit, once it serves
+	// mu guards the fields below; it is never held across I/O, so that
+	// URL, HTTPAddr and Close answer while Start works.
+	mu       sync.Mutex
+	httpLn   net.Listener
+	starting bool // Start was called (it may have failed)
+	closed   bool // Close was called
+	// cancelStart ends a Start in progress, which closes startDone on its
+	// way out; both nil until Start is called.
+	cancelStart context.CancelFunc
+	startDone   chan struct{}
+	// stopGroup ends the run group — HTTP serving and the background
+	// loops — whose end closes groupDone, with groupErr its first error;
+	// all nil until Start succeeds.
+	stopGroup context.CancelFunc
+	groupDone chan struct{}
+	groupErr  error
+
 	closeOnce sync.Once
 	closeErr  error
-
-	// stopLoops ends the manifest refresh and rollout loops, which close
-	// loopsDone on their way out; both nil until Start succeeds.
-	stopLoops context.CancelFunc
-	loopsDone sync.WaitGroup
 }
 
 // New builds a control plane from cfg: it opens (or creates) the data
@@ -237,19 +246,30 @@ func (cp *ControlPlane) openBus(auth broker.Authenticator) error {
 // fleet and monitor to device topics, re-signs the desired state's
 // manifests that are about to expire (RefreshManifests), republishes
 // every device's desired state (the embedded broker keeps retained
-// messages in memory only), and starts re-signing manifests every
-// Config.ManifestRefreshInterval. It returns once both listeners accept
-// connections. After an error, call Close to release what was started.
-func (cp *ControlPlane) Start() error {
+// messages in memory only), then runs HTTP serving and the background
+// loops (manifest refresh every Config.ManifestRefreshInterval, rollouts,
+// drift, retraining) in one run group. It returns once both listeners
+// accept connections. Cancelling ctx, or calling Close, ends a Start in
+// progress. After an error, call Close to release what was started.
+func (cp *ControlPlane) Start(ctx context.Context) error {
 	cp.mu.Lock()
-	defer cp.mu.Unlock()
 	switch {
 	case cp.closed:
+		cp.mu.Unlock()
 		return errors.New("control plane: Start after Close")
 	case cp.starting:
+		cp.mu.Unlock()
 		return errors.New("control plane: Start called twice")
 	}
 	cp.starting = true
+	ctx, cancel := context.WithCancel(ctx)
+	cp.cancelStart, cp.startDone = cancel, make(chan struct{})
+	cp.mu.Unlock()
+	defer func() {
+		cancel()
+		close(cp.startDone)
+	}()
+
 	if cp.embedded != nil {
 		if err := cp.embedded.Start(); err != nil {
 			return fmt.Errorf("control plane: %w", err)
@@ -261,49 +281,87 @@ func (cp *ControlPlane) Start() error {
 	// Re-sign what expired while the control plane was down before the
 	// republish, so that devices are not sent manifests they would refuse.
 	// A failure is no reason not to serve: the loop tries again.
-	rctx, rcancel := context.WithTimeout(context.Background(), refreshPassTimeout)
-	if err := cp.refreshManifests(rctx); err != nil {
+	rctx, rcancel := context.WithTimeout(ctx, refreshPassTimeout)
+	err := cp.refreshManifests(rctx)
+	rcancel()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("control plane: start-up interrupted: %w", context.Cause(ctx))
+	}
+	if err != nil {
 		cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "error", err, "retry_in", cp.cfg.ManifestRefreshInterval)
 	}
-	rcancel()
-	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-	defer cancel()
-	if err := cp.fleet.Republish(ctx); err != nil {
+	pctx, pcancel := context.WithTimeout(ctx, dialTimeout)
+	err = cp.fleet.Republish(pctx)
+	pcancel()
+	if err != nil {
 		return fmt.Errorf("control plane: republish desired state: %w", err)
 	}
 	ln, err := net.Listen("tcp", cp.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("control plane: HTTP API: listen on %s: %w", cp.cfg.HTTPAddr, err)
 	}
+
+	cp.mu.Lock()
+	if cp.closed || ctx.Err() != nil {
+		cp.mu.Unlock()
+		ln.Close()
+		return errors.New("control plane: start-up interrupted: closed or cancelled")
+	}
 	cp.httpLn = ln
-	cp.serveErr = make(chan error, 1)
-	go func() { cp.serveErr <- cp.http.Serve(ln) }()
-	cp.log.Info("HTTP API listening", "component", "api", "addr", ln.Addr().String(), "url", cp.urlLocked())
+	cp.runGroup(ln)
+	cp.mu.Unlock()
+
+	base := "http://" + ln.Addr().String()
+	cp.log.Info("HTTP API listening", "component", "api", "addr", ln.Addr().String(), "url", base)
 	if cp.embedded != nil && cp.cfg.PublicBrokerURL == "" && isUnspecifiedHost(cp.embedded.Addr()) {
 		cp.log.Warn("the MQTT broker listens on every interface, and agents are told "+cp.publicBrokerURL()+
 			"; set --public-broker-url to the address agents can reach", "component", "mqtt")
 	}
-	cp.log.Info("agents enroll at "+cp.urlLocked()+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
-	loopCtx, stop := context.WithCancel(context.Background())
-	cp.stopLoops = stop
-	cp.loopsDone.Add(4)
-	go func() {
-		defer cp.loopsDone.Done()
-		cp.refreshLoop(loopCtx)
-	}()
-	go func() {
-		defer cp.loopsDone.Done()
-		cp.rollouts.Run(loopCtx, cp.cfg.RolloutInterval, rolloutMinGap)
-	}()
-	go func() {
-		defer cp.loopsDone.Done()
-		cp.drift.Run(loopCtx, cp.cfg.DriftEvalInterval)
-	}()
-	go func() {
-		defer cp.loopsDone.Done()
-		cp.retrain.Run(loopCtx, cp.cfg.RolloutInterval)
-	}()
+	cp.log.Info("agents enroll at "+base+"/v1/enroll", "component", "api", "broker_url", cp.publicBrokerURL(), "topic_prefix", cp.scheme.Prefix)
 	return nil
+}
+
+// runGroup starts HTTP serving on ln and the background loops as one
+// group: the first to fail ends them all (Run returns its error), and
+// Close ends them before it closes the broker and the store. cp.mu is held.
+func (cp *ControlPlane) runGroup(ln net.Listener) {
+	gctx, stop := context.WithCancel(context.Background())
+	g, gctx := errgroup.WithContext(gctx)
+	cp.stopGroup, cp.groupDone = stop, make(chan struct{})
+	g.Go(func() error {
+		if err := cp.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("control plane: HTTP API stopped: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		// The loops end with gctx too; requests in flight get a while.
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := cp.http.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+			// Downloads still running resume with Range later.
+			cp.log.Warn("HTTP requests still running after "+shutdownTimeout.String()+"; cutting them", "component", "api")
+			cp.http.Close()
+		} else if err != nil {
+			return fmt.Errorf("control plane: HTTP shutdown: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { cp.refreshLoop(gctx); return nil })
+	g.Go(func() error { cp.rollouts.Run(gctx, cp.cfg.RolloutInterval, rolloutMinGap); return nil })
+	g.Go(func() error { cp.drift.Run(gctx, cp.cfg.DriftEvalInterval); return nil })
+	g.Go(func() error { cp.retrain.Run(gctx, cp.cfg.RolloutInterval); return nil })
+	go func() {
+		err := g.Wait()
+		if err != nil {
+			cp.log.Error("control plane stopping", "error", err)
+		}
+		cp.mu.Lock()
+		cp.groupErr = err
+		cp.mu.Unlock()
+		close(cp.groupDone)
+	}()
 }
 
 // RefreshManifests re-signs the deployment manifests of the desired state
@@ -425,64 +483,61 @@ func (cp *ControlPlane) handleTelemetry(topic string, payload []byte) {
 }
 
 // Run starts the control plane if Start has not been called, serves until
-// ctx ends, then shuts down (Close). It returns nil after a shutdown asked
-// for by ctx, or the error that stopped it.
+// ctx ends or the run group fails, then shuts down (Close). It returns nil
+// after a shutdown asked for by ctx, or the error that stopped it.
 func (cp *ControlPlane) Run(ctx context.Context) error {
 	cp.mu.Lock()
-	starting := cp.starting
-	serveErr := cp.serveErr
+	starting, done := cp.starting, cp.groupDone
 	cp.mu.Unlock()
-	if starting && serveErr == nil {
-		return errors.Join(errors.New("control plane: Run after a failed Start"), cp.Close())
-	}
 	if !starting {
-		if err := cp.Start(); err != nil {
+		if err := cp.Start(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Stopped while starting (SIGTERM at start-up): a clean exit.
+				return cp.Close()
+			}
 			return errors.Join(err, cp.Close())
 		}
+		cp.mu.Lock()
+		done = cp.groupDone
+		cp.mu.Unlock()
+	}
+	if done == nil {
+		return errors.Join(errors.New("control plane: Run after a failed or unfinished Start"), cp.Close())
 	}
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-cp.serveChan():
-		if !errors.Is(err, http.ErrServerClosed) {
-			runErr = fmt.Errorf("control plane: HTTP API stopped: %w", err)
-		}
+	case <-done:
+		cp.mu.Lock()
+		runErr = cp.groupErr
+		cp.mu.Unlock()
 	}
 	cp.log.Info("control plane shutting down")
 	return errors.Join(runErr, cp.Close())
 }
 
-func (cp *ControlPlane) serveChan() <-chan error {
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	return cp.serveErr
-}
-
-// Close stops the manifest refresh loop, shuts down the HTTP API (waiting
-// up to 10s for requests in flight), the broker, then the store. It may be
-// called more than once.
+// Close ends a Start in progress, stops the run group (the background
+// loops, and HTTP serving, waiting up to 10s for requests in flight), then
+// closes the broker and the store. It may be called more than once.
 func (cp *ControlPlane) Close() error {
 	cp.closeOnce.Do(func() {
 		cp.mu.Lock()
 		cp.closed = true
-		stop := cp.stopLoops
+		cancelStart, startDone := cp.cancelStart, cp.startDone
 		cp.mu.Unlock()
+		if cancelStart != nil {
+			cancelStart()
+			<-startDone
+		}
+		cp.mu.Lock()
+		stop, done := cp.stopGroup, cp.groupDone
+		cp.mu.Unlock()
+		var errs []error
 		if stop != nil {
 			// The loops use the store and the broker: they end first.
+			// What ended the group is Run's to return (and logged).
 			stop()
-			cp.loopsDone.Wait()
-		}
-		var errs []error
-		if cp.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			if err := cp.http.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
-				// Downloads still running resume with Range later.
-				cp.log.Warn("HTTP requests still running after "+shutdownTimeout.String()+"; cutting them", "component", "api")
-				cp.http.Close()
-			} else if err != nil {
-				errs = append(errs, fmt.Errorf("control plane: HTTP shutdown: %w", err))
-			}
-			cancel()
+			<-done
 		}
 		errs = append(errs, cp.closeParts())
 		cp.closeErr = errors.Join(errs...)

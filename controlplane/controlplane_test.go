@@ -27,6 +27,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/controlplane/internal/broker"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -310,7 +311,7 @@ func TestRunShutsDownWhenCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -445,10 +446,10 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if err := other.Start(); err == nil || !strings.Contains(err.Error(), cp.HTTPAddr()) {
+	if err := other.Start(context.Background()); err == nil || !strings.Contains(err.Error(), cp.HTTPAddr()) {
 		t.Errorf("Start on a taken address = %v; want an error naming %s", err, cp.HTTPAddr())
 	}
-	if err := other.Start(); err == nil {
+	if err := other.Start(context.Background()); err == nil {
 		t.Error("a second Start succeeded")
 	}
 }
@@ -596,7 +597,7 @@ func TestManifestRefreshLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cp.Close()
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -634,5 +635,131 @@ func TestManifestRefreshLoop(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "could not re-sign") {
 		t.Errorf("a refresh pass failed:\n%s", logs.String())
+	}
+}
+
+// heldClock is a clock whose next reading, once held, waits until it is
+// released: a start-up that reads it stays in the middle of its work.
+type heldClock struct {
+	mu      sync.Mutex
+	hold    chan struct{} // closed to release; nil when not held
+	entered chan struct{} // closed when a reading is held
+}
+
+func (c *heldClock) Now() time.Time {
+	c.mu.Lock()
+	hold, entered := c.hold, c.entered
+	c.hold = nil
+	c.mu.Unlock()
+	if hold != nil {
+		close(entered)
+		<-hold
+	}
+	return time.Now()
+}
+
+// holdNext makes the next reading wait; it returns a channel closed when
+// the reading is taken and a function that releases it.
+func (c *heldClock) holdNext() (entered <-chan struct{}, release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold, c.entered = make(chan struct{}), make(chan struct{})
+	hold := c.hold
+	return c.entered, func() { close(hold) }
+}
+
+// TestStartCanBeInterrupted: while Start is in the middle of its work
+// (held in the manifest refresh pass), URL and HTTPAddr answer, and
+// cancelling Start's context ends it without serving; Run, stopped the
+// same way (SIGTERM at start-up), exits cleanly and releases the store.
+func TestStartCanBeInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	for _, via := range []string{"Start", "Run"} {
+		t.Run(via, func(t *testing.T) {
+			clk := &heldClock{}
+			cp, err := controlplane.New(controlplane.Config{
+				DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+				Logger: slog.New(slog.DiscardHandler), Now: clk.Now,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			entered, release := clk.holdNext()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				if via == "Start" {
+					done <- cp.Start(ctx)
+				} else {
+					done <- cp.Run(ctx)
+				}
+			}()
+			<-entered
+			// Start holds no lock across its work: these answer now.
+			if got := cp.HTTPAddr(); got != "127.0.0.1:0" {
+				t.Errorf("HTTPAddr during start-up = %q; want the configured address", got)
+			}
+			_ = cp.URL()
+			cancel()
+			release()
+			err = <-done
+			switch via {
+			case "Start":
+				if err == nil || !strings.Contains(err.Error(), "start-up interrupted") {
+					t.Errorf("Start after its context was cancelled = %v; want start-up interrupted", err)
+				}
+				if err := cp.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			case "Run":
+				if err != nil {
+					t.Errorf("Run stopped during start-up = %v; want a clean exit", err)
+				}
+			}
+			if got := cp.HTTPAddr(); got != "127.0.0.1:0" {
+				t.Errorf("HTTPAddr = %q after an interrupted start; want nothing listening", got)
+			}
+		})
+	}
+	// Both released the store: it opens again.
+	cp, err := controlplane.New(controlplane.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New after interrupted starts: %v", err)
+	}
+	cp.Close()
+}
+
+// TestCloseDuringStart: Close during start-up ends the Start and returns.
+func TestCloseDuringStart(t *testing.T) {
+	clk := &heldClock{}
+	cp, err := controlplane.New(controlplane.Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.DiscardHandler), Now: clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := clk.holdNext()
+	started := make(chan error, 1)
+	go func() { started <- cp.Start(context.Background()) }()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- cp.Close() }()
+	// Close has begun once the control plane refuses work as closed.
+	shoaltest.Eventually(t, "Close under way", func() error {
+		if err := cp.ReconcileRollouts(context.Background()); err == nil || !strings.Contains(err.Error(), "after Close") {
+			return fmt.Errorf("ReconcileRollouts = %v", err)
+		}
+		return nil
+	})
+	release()
+	if err := <-started; err == nil {
+		t.Error("Start succeeded although Close was called during it")
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if got := cp.HTTPAddr(); got != "127.0.0.1:0" {
+		t.Errorf("HTTPAddr = %q; want nothing listening after Close", got)
 	}
 }

@@ -120,7 +120,7 @@ func start(t testing.TB, o options) *Server {
 	if err != nil {
 		t.Fatalf("controltest: %v", err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatalf("controltest: %v", err)
 	}

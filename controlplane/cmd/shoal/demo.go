@@ -194,7 +194,7 @@ func runDemo(ctx context.Context, o *rootOptions, d *demoOptions) error {
 	if err != nil {
 		return fmt.Errorf("start control plane: %w", err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		return fmt.Errorf("start control plane: %w", err)
 	}
