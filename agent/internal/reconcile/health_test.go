@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -67,7 +68,7 @@ func TestHealthyAfterPredictions(t *testing.T) {
 	if ms.GetPhase() != shoalv1.Phase_PHASE_ACTIVE || ms.GetHealthy() || ms.GetActiveSinceUnixMs() != e.clock.Now().UnixMilli() {
 		t.Fatalf("after activation: %v; want ACTIVE, not healthy, active since %d", ms, e.clock.Now().UnixMilli())
 	}
-	e.clock.Add(time.Hour) // time alone does not count: that criterion is off
+	e.clock.Advance(time.Hour) // time alone does not count: that criterion is off
 	e.predictN("m", 2)
 	if next := e.r.checkHealth(); next != DefaultHealthPoll {
 		t.Errorf("checkHealth asked to look again in %s; want the poll interval, %s", next, DefaultHealthPoll)
@@ -99,14 +100,14 @@ func TestHealthyAfterTime(t *testing.T) {
 	m := e.manifestFor("m", "1", modelBytes(t), 1)
 	e.r.pass(context.Background(), desired(t, 1, e.seal(m, nil)))
 	e.predictN("m", DefaultHealthMinPredictions+1) // counts for nothing: that criterion is off
-	e.clock.Add(DefaultHealthMinTime - time.Second)
+	e.clock.Advance(DefaultHealthMinTime - time.Second)
 	if next := e.r.checkHealth(); next != time.Second {
 		t.Errorf("checkHealth asked to look again in %s; want the 1s left", next)
 	}
 	if e.health("m").GetHealthy() {
 		t.Fatal("healthy a second before its time")
 	}
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	e.r.checkHealth()
 	if ms := modelStatus(e.last(), "m"); !ms.GetHealthy() {
 		t.Errorf("after %s: %v; want healthy", DefaultHealthMinTime, ms)
@@ -148,7 +149,7 @@ func TestNewVersionResetsHealthy(t *testing.T) {
 	}
 	first := e.health("m").GetActiveSinceUnixMs()
 
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	e.r.pass(context.Background(), desired(t, 2, e.seal(m2, nil)))
 	ms := modelStatus(e.last(), "m")
 	if ms.GetActive().GetVersion() != "2" || ms.GetHealthy() || ms.GetActiveSinceUnixMs() != first+time.Minute.Milliseconds() {
@@ -176,12 +177,12 @@ func TestManifestHealthCheckWinsOverDefaults(t *testing.T) {
 	m.HealthCheck = &shoalv1.HealthCheck{MinPredictions: 3, MinSeconds: 60}
 	e.r.pass(context.Background(), desired(t, 1, e.seal(m, nil)))
 	e.predictN("m", 2)
-	e.clock.Add(59 * time.Second)
+	e.clock.Advance(59 * time.Second)
 	e.r.checkHealth()
 	if e.health("m").GetHealthy() {
 		t.Fatal("healthy by the defaults (1 prediction) although the manifest asks for 3 or 60s")
 	}
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	e.r.checkHealth()
 	if !e.health("m").GetHealthy() {
 		t.Error("not healthy after the manifest's 60s")
@@ -211,7 +212,7 @@ func TestVersionLoadedAtStart(t *testing.T) {
 				c.Models.Swap(m)
 			})
 			start := e.clock.Now().UnixMilli()
-			e.clock.Add(time.Minute)
+			e.clock.Advance(time.Minute)
 			e.r.checkHealth()
 			ms := e.health("m")
 			if ms.GetActive().GetVersion() != "1" || ms.GetHealthy() || ms.GetActiveSinceUnixMs() != start {
@@ -278,7 +279,7 @@ func fresh(m *shoalv1.DeploymentManifest) *shoalv1.DeploymentManifest {
 
 func waitReport(t *testing.T, reports <-chan *shoalv1.ReportedState, what string, cond func(*shoalv1.ReportedState) bool) *shoalv1.ReportedState {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(shoaltest.Patience)
 	for {
 		select {
 		case rs := <-reports:
@@ -286,7 +287,7 @@ func waitReport(t *testing.T, reports <-chan *shoalv1.ReportedState, what string
 				return rs
 			}
 		case <-deadline:
-			t.Fatalf("timed out waiting for a report with %s", what)
+			t.Fatalf("no report with %s within %s", what, shoaltest.Patience)
 		}
 	}
 }
@@ -317,8 +318,8 @@ func TestRunNoticesPredictions(t *testing.T) {
 	e.r.SetDesired(desired(t, 2, a, b))
 	select {
 	case <-e.srv.started: // b's download, which now stalls
-	case <-time.After(20 * time.Second):
-		t.Fatal("b's download never started")
+	case <-time.After(shoaltest.Patience):
+		t.Fatalf("b's download did not start within %s", shoaltest.Patience)
 	}
 	e.predictN("a", 2)
 	rs := waitReport(t, reports, "a healthy", func(rs *shoalv1.ReportedState) bool { return modelStatus(rs, "a").GetHealthy() })

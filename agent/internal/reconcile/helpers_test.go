@@ -22,6 +22,7 @@ import (
 	"github.com/shoalfleet/shoal/agent/internal/inference"
 	"github.com/shoalfleet/shoal/agent/internal/modelstore"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -64,23 +65,6 @@ func variant(t *testing.T, tag string) []byte {
 func digest(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // artifactServer serves artifacts at /v1/artifacts/{sha256} with Range
@@ -184,7 +168,7 @@ type testEnv struct {
 	store   *modelstore.Store
 	set     *inference.Set
 	srv     *artifactServer
-	clock   *fakeClock
+	clock   *shoaltest.Clock
 	r       *Reconciler
 	mu      sync.Mutex
 	reports []*shoalv1.ReportedState
@@ -209,7 +193,7 @@ func newEnv(t *testing.T, tweak func(*Config)) *testEnv {
 	e := &testEnv{
 		t: t, signer: signer, store: store, set: inference.NewSet(),
 		srv:   newArtifactServer(t),
-		clock: &fakeClock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)},
+		clock: shoaltest.NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)),
 	}
 	t.Cleanup(e.set.Close)
 	cfg := Config{

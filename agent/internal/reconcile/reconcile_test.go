@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -146,7 +147,7 @@ func TestResumesAfterTheConnectionIsCut(t *testing.T) {
 	if n := len(e.srv.requests()); n != 1 {
 		t.Fatalf("%d requests before the retry time; want 1", n)
 	}
-	e.clock.Add(retry)
+	e.clock.Advance(retry)
 	if d := e.r.pass(context.Background(), payload); d != 0 {
 		t.Fatalf("second attempt asked for another retry in %s; last error %q", d, modelStatus(e.last(), "m").GetError())
 	}
@@ -220,7 +221,7 @@ func TestTransientErrorsBackOff(t *testing.T) {
 	payload := desired(t, 1, e.seal(m, nil))
 
 	d1 := e.r.pass(context.Background(), payload)
-	e.clock.Add(d1)
+	e.clock.Advance(d1)
 	d2 := e.r.pass(context.Background(), payload)
 	if d1 < 500*time.Millisecond || d1 > time.Second || d2 < time.Second || d2 > 2*time.Second {
 		t.Errorf("retry delays %s, %s; want within [0.5s,1s] then [1s,2s]", d1, d2)
@@ -232,7 +233,7 @@ func TestTransientErrorsBackOff(t *testing.T) {
 	if e.last().GetAppliedGeneration() != 0 {
 		t.Error("applied generation set before the model became active")
 	}
-	e.clock.Add(d2)
+	e.clock.Advance(d2)
 	if d := e.r.pass(context.Background(), payload); d != 0 {
 		t.Fatalf("third attempt: retry %s, error %q", d, modelStatus(e.last(), "m").GetError())
 	}
@@ -454,7 +455,7 @@ func TestRejections(t *testing.T) {
 
 			// No hot loop: the same desired state again does nothing.
 			n := len(e.srv.requests())
-			e.clock.Add(time.Hour)
+			e.clock.Advance(time.Hour)
 			e.r.pass(context.Background(), payload)
 			if got := len(e.srv.requests()); got != n {
 				t.Errorf("the failed manifest was tried again (%d requests)", got-n)
@@ -578,15 +579,15 @@ func TestRunFollowsTheLatestDesiredState(t *testing.T) {
 	e.r.SetDesired(desired(t, 1, e.seal(m1, nil)))
 	select {
 	case <-e.srv.started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first download never started")
+	case <-time.After(shoaltest.Patience):
+		t.Fatalf("the first download did not start within %s", shoaltest.Patience)
 	}
 	e.srv.mu.Lock()
 	e.srv.failWith = []int{500} // the next download fails once, then works
 	e.srv.mu.Unlock()
 	e.r.SetDesired(desired(t, 2, e.seal(m2, nil)))
 
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(shoaltest.Patience)
 	for {
 		select {
 		case rs := <-reports:
@@ -606,7 +607,7 @@ func TestRunFollowsTheLatestDesiredState(t *testing.T) {
 				return
 			}
 		case <-deadline:
-			t.Fatalf("version 2 never became active; last state %v", e.r.State())
+			t.Fatalf("version 2 not active within %s; last state %v", shoaltest.Patience, e.r.State())
 		}
 	}
 }
