@@ -14,6 +14,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/datastats"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -24,23 +25,6 @@ var scheme = topics.New("")
 
 // hour0 starts a drift window.
 var hour0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // profiles is a Profiles of fixed profiles.
 type profiles map[string]*shoalv1.ReferenceProfile
@@ -57,7 +41,7 @@ func (discard) Publish(string, []byte, bool) error { return nil }
 // env is a Badger store with a real monitor ingesting telemetry into it
 // and a drift Service over both.
 type env struct {
-	clk    *clock
+	clk    *shoaltest.Clock
 	mon    *monitor.Monitor
 	svc    *Service
 	prof   *shoalv1.ReferenceProfile
@@ -73,10 +57,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{clk: &clock{t: hour0}, prof: testProfile(t)}
-	e.mon = monitor.New(st, discard{}, scheme, nil, e.clk.now)
+	e := &env{clk: shoaltest.NewClock(hour0), prof: testProfile(t)}
+	e.mon = monitor.New(st, discard{}, scheme, nil, e.clk.Now)
 	e.svc = New(st, e.mon, profiles{"m1/1": e.prof}, Options{
-		Now: e.clk.now,
+		Now: e.clk.Now,
 		OnAlert: func(a Alert) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -148,7 +132,7 @@ func (e *env) sendWindow(t *testing.T, k int, n int, shift float64) {
 // evaluateAfter sets the clock to when window k has settled and evaluates.
 func (e *env) evaluateAfter(t *testing.T, k int) {
 	t.Helper()
-	e.clk.set(hour0.Add(time.Duration(k+1)*time.Hour + DefaultSettle))
+	e.clk.Set(hour0.Add(time.Duration(k+1)*time.Hour + DefaultSettle))
 	if err := e.svc.Evaluate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +216,7 @@ func TestReport(t *testing.T) {
 	e := newEnv(t)
 	e.sendWindow(t, 0, 600, 0)
 	e.sendWindow(t, 1, 600, 50)
-	e.clk.set(hour0.Add(3 * time.Hour))
+	e.clk.Set(hour0.Add(3 * time.Hour))
 	ds, err := e.svc.Report(ctx, "m1", Query{})
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +273,7 @@ func TestShiftedDataRaisesOneAlertPerStreak(t *testing.T) {
 	}
 	// The third window, before it has settled: not judged yet.
 	e.sendWindow(t, 2, 600, 50)
-	e.clk.set(hour0.Add(3*time.Hour + time.Minute))
+	e.clk.Set(hour0.Add(3*time.Hour + time.Minute))
 	if err := e.svc.Evaluate(ctx); err != nil {
 		t.Fatal(err)
 	}
