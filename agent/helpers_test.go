@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
@@ -240,17 +242,15 @@ func (cp *fakeCP) desiredWith(name, version string, b []byte, seq, gen uint64, t
 	return ds
 }
 
-// predict calls the local API's infer endpoint for model name.
-func predict(addr, name string) (int, string, error) {
-	body := `{"inputs":[{"name":"input_vectors","shape":[1,10],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10]}]}`
-	resp, err := http.Post("http://"+addr+"/v2/models/"+name+"/infer", "application/json", strings.NewReader(body))
+// predict runs model name on the agent's local API with one row of the
+// example model's input (FP32 [1, 10]).
+func predict(addr, name string) (*localclient.InferResponse, error) {
+	c, err := localclient.New("http://" + addr)
 	if err != nil {
-		return 0, "", err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.String(), nil
+	x := []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	return c.Infer(context.Background(), localclient.InferRequest{Model: name, Inputs: []localclient.Tensor{localclient.NewTensor("input_vectors", []int64{1, 10}, x)}})
 }
 
 func get(addr, path string) (int, string, error) {

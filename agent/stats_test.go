@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -59,8 +58,8 @@ func TestDataStatsRideInTelemetry(t *testing.T) {
 	})
 	const rows = 7
 	for range rows {
-		if code, body, err := predict(a.APIAddr(), "m"); err != nil || code != http.StatusOK {
-			t.Fatalf("predict = %d %s %v", code, body, err)
+		if _, err := predict(a.APIAddr(), "m"); err != nil {
+			t.Fatalf("predict: %v", err)
 		}
 	}
 
