@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/internal/datastats"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -73,24 +74,6 @@ func recordsBatch(id string, recs ...*shoalv1.TelemetryRecord) *shoalv1.Telemetr
 	return b
 }
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // profiles is a device→profile and labels table that counts its
 // lookups.
 type profiles struct {
@@ -119,12 +102,12 @@ func (p *profiles) setLabels(id string, labels map[string]string) {
 
 // newStatsEnv is newEnv with a clock, cohort labels region and site, and
 // devices d1, d2 (profile rpi4) and d3 (profile jetson), none labelled.
-func newStatsEnv(t *testing.T) (*env, *clock, *profiles) {
+func newStatsEnv(t *testing.T) (*env, *shoaltest.Clock, *profiles) {
 	t.Helper()
 	e := newEnv(t)
-	clk := &clock{t: hour0.Add(3 * time.Hour)}
+	clk := shoaltest.NewClock(hour0.Add(3 * time.Hour))
 	profs := &profiles{of: map[string]string{"d1": "rpi4", "d2": "rpi4", "d3": "jetson"}, labels: map[string]map[string]string{}}
-	e.mon = New(e.st, e.pub, scheme, slog.New(e.logs), clk.now)
+	e.mon = New(e.st, e.pub, scheme, slog.New(e.logs), clk.Now)
 	if err := e.mon.ConfigureStats(StatsConfig{Device: profs.get, CohortLabels: []string{"region", "site"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +287,7 @@ func TestStatsProfileCachedAndUnknownDevice(t *testing.T) {
 	if profs.lookups != 1 {
 		t.Errorf("%d profile lookups for 3 batches; want 1", profs.lookups)
 	}
-	clk.advance(profileTTL)
+	clk.Advance(profileTTL)
 	e.send(t, recordsBatch("d1", statsRecord(4, hour0.Add(time.Minute), in, out)))
 	if profs.lookups != 2 {
 		t.Errorf("%d profile lookups after the cache expired; want 2", profs.lookups)
@@ -424,12 +407,12 @@ func TestStatsLabelChangeAfterCacheExpiry(t *testing.T) {
 	in, out := statsOf(t, p, 0, 10, 0)
 	e.send(t, recordsBatch("d1", statsRecord(1, hour0.Add(time.Minute), in, out)))
 	profs.setLabels("d1", map[string]string{"region": "us"})
-	clk.advance(profileTTL - time.Second)
+	clk.Advance(profileTTL - time.Second)
 	e.send(t, recordsBatch("d1", statsRecord(2, hour0.Add(time.Minute), in, out))) // cached: still eu
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	e.send(t, recordsBatch("d1", statsRecord(3, hour0.Add(time.Minute), in, out))) // expired: us
 	profs.setLabels("d1", nil)
-	clk.advance(profileTTL)
+	clk.Advance(profileTTL)
 	e.send(t, recordsBatch("d1", statsRecord(4, hour0.Add(time.Minute), in, out))) // expired: unlabelled
 
 	ws := e.windows(t)
@@ -478,14 +461,14 @@ func TestCheckCohort(t *testing.T) {
 // MaxBatchStatsBytes, so the batch still fits in one transaction.
 func TestManySmallStatsAggregatesStoredInOneTransaction(t *testing.T) {
 	e := newEnv(t)
-	clk := &clock{t: hour0}
+	clk := shoaltest.NewClock(hour0)
 	keys := []string{"a", "b", "c", "d"}
 	labels := map[string]string{}
 	for _, k := range keys {
 		labels[k] = strings.Repeat(k, 63)
 	}
 	profs := &profiles{of: map[string]string{"d1": strings.Repeat("p", 128)}, labels: map[string]map[string]string{"d1": labels}}
-	e.mon = New(e.st, e.pub, scheme, slog.New(e.logs), clk.now)
+	e.mon = New(e.st, e.pub, scheme, slog.New(e.logs), clk.Now)
 	if err := e.mon.ConfigureStats(StatsConfig{Device: profs.get, CohortLabels: keys, Window: time.Second}); err != nil {
 		t.Fatal(err)
 	}
