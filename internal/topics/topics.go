@@ -44,20 +44,13 @@ func (k Kind) AgentPublishes() bool {
 const MaxDeviceIDLen = 128
 
 // ValidateDeviceID returns an error naming the problem if id cannot be used
-// as a device id: ids are 1–128 characters of [A-Za-z0-9._-], not starting
-// with '.' or '-'.
+// as a device id: a name (names.Check) not starting with '.' or '-'.
 func ValidateDeviceID(id string) error {
-	if id == "" {
-		return fmt.Errorf("device id is empty")
-	}
-	if len(id) > MaxDeviceIDLen {
-		return fmt.Errorf("device id %.20q... is %d characters; at most %d are allowed", id, len(id), MaxDeviceIDLen)
+	if err := names.Check("device id", id); err != nil {
+		return err
 	}
 	if id[0] == '.' || id[0] == '-' {
 		return fmt.Errorf("device id %q must not start with %q", id, id[0])
-	}
-	if i, r, bad := names.FirstBad(id); bad {
-		return fmt.Errorf("device id %q has %q at position %d; use letters, digits, '.', '_' and '-'", id, r, i)
 	}
 	return nil
 }

@@ -132,23 +132,9 @@ func (s *Store) filePath(name, sha string) string {
 	return filepath.Join(s.modelDir(name), sha+modelSuffix)
 }
 
-// ValidateName returns an error unless name is 1–128 characters of
-// [A-Za-z0-9._-] and not "." or ".." (names become directory names).
-func ValidateName(name string) error {
-	if name == "" {
-		return errors.New("model name is empty")
-	}
-	if len(name) > 128 {
-		return fmt.Errorf("model name %.20q... is %d characters; at most 128 are allowed", name, len(name))
-	}
-	if name == "." || name == ".." {
-		return fmt.Errorf("model name %q is not allowed", name)
-	}
-	if i, r, bad := names.FirstBad(name); bad {
-		return fmt.Errorf("model name %q has %q at position %d; use letters, digits, '.', '_' and '-'", name, r, i)
-	}
-	return nil
-}
+// ValidateName returns an error unless name is a valid model name
+// (names.Check; names become directory names).
+func ValidateName(name string) error { return names.Check("model name", name) }
 
 // ValidateDigest returns an error unless sha is 64 lower-case hex digits.
 func ValidateDigest(sha string) error {

@@ -151,18 +151,7 @@ func validateManifest(m *shoalv1.DeploymentManifest, profile string) error {
 	return nil
 }
 
-func validateVersion(v string) error {
-	if v == "" {
-		return errors.New("model version is empty")
-	}
-	if len(v) > MaxVersionLen {
-		return fmt.Errorf("model version is %d characters; at most %d are allowed", len(v), MaxVersionLen)
-	}
-	if i, r, bad := names.FirstBad(v); bad {
-		return fmt.Errorf("model version %q has %q at position %d; use letters, digits, '.', '_' and '-'", v, r, i)
-	}
-	return nil
-}
+func validateVersion(v string) error { return names.Check("model version", v) }
 
 // checkFresh rejects a manifest that has no expiry or has expired (freeze
 // attacks: an old, validly signed manifest replayed to hold a device back).

@@ -127,21 +127,10 @@ func NewStore(st store.Store, dir string, log *slog.Logger, now func() time.Time
 	return s, nil
 }
 
-// ValidateName checks a dataset name: 1–128 characters of [A-Za-z0-9._-],
-// and not "." or "..", which cannot appear in a URL path.
+// ValidateName checks a dataset name (names.Check): the error is Invalid.
 func ValidateName(name string) error {
-	const op = "dataset.ValidateName"
-	const rule = "use 1–128 letters, digits, '.', '_' and '-'"
-	switch {
-	case name == "":
-		return shoalerr.E(shoalerr.Invalid, op, "dataset name is empty; %s", rule)
-	case len(name) > maxNameLen:
-		return shoalerr.E(shoalerr.Invalid, op, "dataset name %.20q... is %d characters long; %s", name, len(name), rule)
-	case name == "." || name == "..":
-		return shoalerr.E(shoalerr.Invalid, op, "dataset name %q is not allowed; %s", name, rule)
-	}
-	if i, c, bad := names.FirstBad(name); bad {
-		return shoalerr.E(shoalerr.Invalid, op, "dataset name %q has %q at position %d; %s", name, c, i, rule)
+	if err := names.Check("dataset name", name); err != nil {
+		return shoalerr.E(shoalerr.Invalid, "dataset.ValidateName", "%v", err)
 	}
 	return nil
 }

@@ -47,6 +47,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/datastats"
@@ -144,43 +145,15 @@ func New(st store.Store, windows Windows, profiles Profiles, opts Options) *Serv
 	}
 }
 
-// FeatureDrift is the drift of one feature in one window.
-type FeatureDrift struct {
-	Name string  `json:"name"`
-	Side string  `json:"side"` // "input" or "output"
-	PSI  float64 `json:"psi"`
-	JS   float64 `json:"js"`
-	KS   float64 `json:"ks"`
-	// Error says why the feature has no drift (no values in the window,
-	// statistics not of the profile's bins); its metrics are then 0 and
-	// left out of the overall ones.
-	Error string `json:"error,omitempty"`
-}
+// The drift of one model version and cohort in one window, and of each
+// of its features, as the API shows it (docs/API.md).
+type (
+	WindowDrift  = apiv1.DriftWindow
+	FeatureDrift = apiv1.FeatureDrift
+)
 
-// WindowDrift is the drift of one model version and cohort in one window.
-type WindowDrift struct {
-	Version string    `json:"version"`
-	Cohort  string    `json:"cohort"`
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	Records uint64    `json:"records"` // telemetry records merged
-	Samples uint64    `json:"samples"` // rows observed
-	// PSI, JS and KS are the overall drift: the largest of the features'.
-	PSI float64 `json:"psi"`
-	JS  float64 `json:"js"`
-	KS  float64 `json:"ks"`
-	// Features are in the profile's order, inputs then outputs.
-	Features []FeatureDrift `json:"features"`
-	// Breach is whether the window breaches the model's policy (false
-	// without one).
-	Breach bool `json:"breach"`
-	// Error says why the window has no drift at all (no reference profile,
-	// no feature with values); its metrics are then 0.
-	Error string `json:"error,omitempty"`
-}
-
-// value returns the window's overall metric.
-func (w WindowDrift) value(metric string) float64 {
+// overall returns the window's overall metric.
+func overall(w WindowDrift, metric string) float64 {
 	switch metric {
 	case MetricJS:
 		return w.JS
@@ -235,7 +208,7 @@ func (s *Service) Report(ctx context.Context, model string, q Query) ([]WindowDr
 		}
 		d := s.windowDrift(ctx, w)
 		if hasPolicy {
-			d.Breach = pol.breaches(d)
+			d.Breach = breaches(pol, d)
 		}
 		out = append(out, d)
 	}
@@ -341,22 +314,9 @@ func featureValue(f FeatureDrift, metric string) float64 {
 	return f.PSI
 }
 
-// checkName returns an error unless s is a valid model name or version:
-// 1–128 characters of [A-Za-z0-9._-], not "." or "..".
-func checkName(field, s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("%s is empty", field)
-	case len(s) > 128:
-		return fmt.Errorf("%s %.20q... is %d characters; at most 128 are allowed", field, s, len(s))
-	case s == "." || s == "..":
-		return fmt.Errorf("%s %q is not allowed", field, s)
-	}
-	if i, r, bad := names.FirstBad(s); bad {
-		return fmt.Errorf("%s %q has %q at position %d; use letters, digits, '.', '_' and '-'", field, s, r, i)
-	}
-	return nil
-}
+// checkName returns an error unless s is a valid model name or version
+// (names.Check); field says which.
+func checkName(field, s string) error { return names.Check(field, s) }
 
 // finite reports whether v is a finite number.
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -512,19 +512,8 @@ func openManifest(envelope []byte) (*shoalv1.DeploymentManifest, error) {
 	return &m, nil
 }
 
-// validateName checks a model name: 1–128 characters of [A-Za-z0-9._-].
-func validateName(name string) error {
-	if name == "" {
-		return errors.New("model name is empty")
-	}
-	if len(name) > 128 {
-		return fmt.Errorf("model name %.20q... is %d characters; at most 128 are allowed", name, len(name))
-	}
-	if i, r, bad := names.FirstBad(name); bad {
-		return fmt.Errorf("model name %q has %q at position %d; use letters, digits, '.', '_' and '-'", name, r, i)
-	}
-	return nil
-}
+// validateName checks a model name (names.Check).
+func validateName(name string) error { return names.Check("model name", name) }
 
 func compact(sorted []string) []string {
 	out := sorted[:0]

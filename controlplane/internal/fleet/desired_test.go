@@ -102,6 +102,7 @@ func TestSetDesired(t *testing.T) {
 		{"several unknown", "m1", m1, []string{"x", "y"}, shoalerr.NotFound, "x, y"},
 		{"model mismatch", "m2", m1, nil, shoalerr.Invalid, `for model "m1", not "m2"`},
 		{"bad model name", "m 1", m1, nil, shoalerr.Invalid, "model name"},
+		{"model name ..", "..", m1, nil, shoalerr.Invalid, `model name ".." is not allowed`},
 		{"not JSON", "m1", []byte("nope"), nil, shoalerr.Invalid, "not DSSE"},
 		{"wrong payload type", "m1", []byte(`{"payloadType":"x","payload":"","signatures":[{"sig":"x"}]}`), nil, shoalerr.Invalid, "payload type"},
 		{"unsigned", "m1", bytes.Replace(m1, []byte(`"signatures"`), []byte(`"other"`), 1), nil, shoalerr.Invalid, "not signed"},

@@ -52,18 +52,13 @@ func checkLabel(key, value string) error {
 	return nil
 }
 
-// checkGroup checks a group name: like a label value, but not empty.
+// checkGroup checks a group name: a name (names.Check) of at most
+// MaxGroupLen characters, like a label value.
 func checkGroup(group string) error {
-	if group == "" {
-		return errors.New("group is empty")
-	}
 	if len(group) > MaxGroupLen {
 		return fmt.Errorf("group %.20q... is %d characters; at most %d are allowed", group, len(group), MaxGroupLen)
 	}
-	if i, r, bad := names.FirstBad(group); bad {
-		return fmt.Errorf("group %q has %q at position %d; use letters, digits, '.', '_' and '-'", group, r, i)
-	}
-	return nil
+	return names.Check("group", group)
 }
 
 // checkLabels checks a device's whole label set (keys in order, so that

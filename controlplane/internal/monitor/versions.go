@@ -90,22 +90,8 @@ func (m *Monitor) VersionStats(ctx context.Context, model, version string) ([]Ve
 }
 
 // checkName returns an error unless s is a model name or version the
-// registry accepts: 1–128 characters of [A-Za-z0-9._-], not "." or "..".
-// field says which ("model name", "version").
-func checkName(field, s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("%s is empty", field)
-	case len(s) > maxNameLen:
-		return fmt.Errorf("%s %.20q... is %d characters; at most %d are allowed", field, s, len(s), maxNameLen)
-	case s == "." || s == "..":
-		return fmt.Errorf("%s %q is not allowed", field, s)
-	}
-	if i, r, bad := names.FirstBad(s); bad {
-		return fmt.Errorf("%s %q has %q at position %d; use letters, digits, '.', '_' and '-'", field, s, r, i)
-	}
-	return nil
-}
+// registry accepts (names.Check); field says which.
+func checkName(field, s string) error { return names.Check(field, s) }
 
 // validVersion reports whether r names a model version that can key an
 // aggregate.

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/blobstore"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/validation"
@@ -75,14 +76,9 @@ func (mv ModelVersion) deployable(op string) error {
 		mv.Version, mv.Name, mv.Validation.Summary())
 }
 
-// Model summarises the versions of one model. Versions are in push order;
-// Latest is the one pushed last.
-type Model struct {
-	Name      string    `json:"name"`
-	Versions  []string  `json:"versions"`
-	Latest    string    `json:"latest"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
+// Model summarises the versions of one model, as the API lists it.
+// Versions are in push order; Latest is the one pushed last.
+type Model = apiv1.ModelSummary
 
 // ArtifactURL returns the path agents fetch an artifact from.
 func ArtifactURL(sha256Hex string) string { return "/v1/artifacts/" + sha256Hex }
@@ -130,22 +126,11 @@ func New(st store.Store, blobDir string, signer *trust.Signer, log *slog.Logger,
 	return r, nil
 }
 
-// ValidateName checks a model name or version: 1–128 characters of
-// [A-Za-z0-9._-], and not "." or "..", which cannot appear in a URL path.
-// field names what is checked ("model name", "version") in the error.
+// ValidateName checks a model name or version (names.Check): the error is
+// Invalid. field names what is checked ("model name", "version").
 func ValidateName(field, s string) error {
-	const op = "registry.ValidateName"
-	const rule = "use 1–128 letters, digits, '.', '_' and '-'"
-	switch {
-	case s == "":
-		return shoalerr.E(shoalerr.Invalid, op, "%s is empty; %s", field, rule)
-	case len(s) > maxNameLen:
-		return shoalerr.E(shoalerr.Invalid, op, "%s %.20q... is %d characters long; %s", field, s, len(s), rule)
-	case s == "." || s == "..":
-		return shoalerr.E(shoalerr.Invalid, op, "%s %q is not allowed; %s", field, s, rule)
-	}
-	if i, c, bad := names.FirstBad(s); bad {
-		return shoalerr.E(shoalerr.Invalid, op, "%s %q has %q at position %d; %s", field, s, c, i, rule)
+	if err := names.Check(field, s); err != nil {
+		return shoalerr.E(shoalerr.Invalid, "registry.ValidateName", "%v", err)
 	}
 	return nil
 }

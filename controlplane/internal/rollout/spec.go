@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"reflect"
 	"strings"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/internal/names"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -16,112 +16,24 @@ import (
 // Spec is what an operator asks for: a model version, the devices it goes
 // to, and the stages it goes through. The API takes it as JSON; the CLI
 // also reads it from YAML (the same field names). Normalize fills the
-// defaults, so a stored Spec says everything the engine will do.
-type Spec struct {
-	Model    string   `json:"model"`
-	Version  string   `json:"version"`
-	Selector Selector `json:"selector"`
-	// Stages run in order. Their sizes are cumulative: "count: 2", then
-	// "percent: 20", then "percent: 100" is a canary of two devices, then
-	// a fifth of the fleet, then all of it. The last stage must cover every
-	// targeted device (percent: 100, or a count at least the target).
-	Stages []Stage `json:"stages"`
-	// OnFailure is the default of the stages' OnFailure.
-	OnFailure string `json:"on_failure,omitempty"`
-	// Health is when an agent reports the new version healthy once active
-	// (it travels in the signed manifest); nil leaves it to each agent's
-	// defaults.
-	Health *HealthCheck `json:"health,omitempty"`
-	// Supersede aborts running or paused rollouts of the same model that
-	// share devices with this one, instead of refusing it.
-	Supersede bool `json:"supersede,omitempty"`
-	// CaptureShare asks the agents to capture this share (0..1) of the
-	// new version's predictions, with their inputs, for retraining
-	// (signed into the manifest; 0 captures none).
-	CaptureShare float64 `json:"capture_share,omitempty"`
-}
+// defaults, so a stored Spec says everything the engine will do. The
+// spec's types are the API's (apiv1), so that its JSON is declared once:
+// the engine stores a spec as the API takes it.
+type (
+	Spec        = apiv1.RolloutSpec
+	Selector    = apiv1.Selector
+	Stage       = apiv1.Stage
+	SuccessGate = apiv1.SuccessGate
+	FailureGate = apiv1.FailureGate
+	HealthGate  = apiv1.HealthGate
+	Rate        = apiv1.Rate
+	HealthCheck = apiv1.HealthCheck
+	// Duration is a time.Duration written as a string ("30s", "2h") in
+	// JSON and YAML.
+	Duration = apiv1.Duration
+)
 
-// Selector picks the devices of a rollout. Every field given must match
-// (an empty selector is the whole fleet).
-type Selector struct {
-	Labels  map[string]string `json:"labels,omitempty"`
-	Group   string            `json:"group,omitempty"`
-	Profile string            `json:"profile,omitempty"`
-	Devices []string          `json:"devices,omitempty"`
-}
-
-// Stage is one wave of a rollout.
-type Stage struct {
-	Name string `json:"name"`
-	// Count or Percent (of the targeted devices) is the stage's
-	// cumulative size: it is full once that many devices have been
-	// notified and seen online. Offline devices are passed over (they
-	// stay pending); the last stage takes every device, and those still
-	// offline converge when they return.
-	Count   int     `json:"count,omitempty"`
-	Percent float64 `json:"percent,omitempty"`
-	// Soak is how long the success gate must hold before the next stage
-	// starts.
-	Soak Duration `json:"soak,omitempty"`
-	// Timeout is how long a device seen online has, from its notification
-	// (or from coming online, if it was offline then), to report the new
-	// version active and healthy; after it, it counts as failed.
-	Timeout Duration    `json:"timeout,omitempty"`
-	Success SuccessGate `json:"success"`
-	Failure FailureGate `json:"failure"`
-	Health  HealthGate  `json:"health"`
-	// OnFailure is what a tripped failure gate does: "pause" (wait for an
-	// operator) or "rollback" (return every device notified so far to the
-	// version it ran before).
-	OnFailure string `json:"on_failure,omitempty"`
-	// Rate, if set, spreads the stage's notifications: PerMinute devices
-	// in its first minute, Growth times more in each minute after.
-	Rate *Rate `json:"rate,omitempty"`
-}
-
-// SuccessGate is what a stage needs to pass.
-type SuccessGate struct {
-	// MinHealthyPercent of the devices notified so far and seen online
-	// must be active and healthy (default 100).
-	MinHealthyPercent *float64 `json:"min_healthy_percent,omitempty"`
-}
-
-// FailureGate bounds the failed devices among those notified so far and
-// seen online. It trips when either bound is passed; with neither given,
-// one failure trips it.
-type FailureGate struct {
-	MaxPercent *float64 `json:"max_percent,omitempty"`
-	MaxCount   *int     `json:"max_count,omitempty"`
-}
-
-// HealthGate bounds what devices' telemetry says about the new version. A
-// device that breaks a bound fails. Bounds are checked on a device once it
-// has MinPredictions predictions on the new version (and, for latency, on
-// the version it ran before).
-type HealthGate struct {
-	// MaxErrorPercent bounds failed inferences over all inferences.
-	MaxErrorPercent *float64 `json:"max_error_percent,omitempty"`
-	// MaxP95LatencyRatio bounds the device's p95 latency on the new
-	// version over its p95 on the version it ran before.
-	MaxP95LatencyRatio *float64 `json:"max_p95_latency_ratio,omitempty"`
-	// MinPredictions (default 20).
-	MinPredictions uint64 `json:"min_predictions,omitempty"`
-}
-
-// Rate is an exponential notification rate.
-type Rate struct {
-	PerMinute float64 `json:"per_minute"`
-	Growth    float64 `json:"growth,omitempty"` // default 1: a constant rate
-}
-
-// HealthCheck is when an agent reports an active version healthy: after
-// Predictions predictions or Seconds seconds, whichever comes first.
-type HealthCheck struct {
-	Predictions uint64 `json:"predictions"`
-	Seconds     uint32 `json:"seconds"`
-}
-
-func (h *HealthCheck) proto() *shoalv1.HealthCheck {
+func healthProto(h *HealthCheck) *shoalv1.HealthCheck {
 	if h == nil {
 		return nil
 	}
@@ -130,8 +42,8 @@ func (h *HealthCheck) proto() *shoalv1.HealthCheck {
 
 // On-failure actions.
 const (
-	ActionPause    = "pause"
-	ActionRollback = "rollback"
+	ActionPause    = apiv1.OnFailurePause
+	ActionRollback = apiv1.OnFailureRollback
 )
 
 // Defaults Normalize fills in.
@@ -141,34 +53,6 @@ const (
 	maxStages             = 20
 	maxSelectorDevices    = 100_000
 )
-
-// Duration is a time.Duration written as a string ("30s", "2h") in JSON
-// and YAML.
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalJSON writes "1m30s".
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads a Go duration string ("30s", "1h30m").
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	// An UnmarshalTypeError lets encoding/json name the field.
-	bad := &json.UnmarshalTypeError{Value: fmt.Sprintf("%s (want a duration such as \"30s\" or \"2h\")", b), Type: reflect.TypeFor[Duration]()}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return bad
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return bad
-	}
-	*d = Duration(v)
-	return nil
-}
 
 // ParseSpec decodes a JSON spec strictly: an unknown field is an error
 // naming it (a misspelt gate must not be silently ignored).
@@ -187,7 +71,7 @@ func ParseSpec(data []byte) (Spec, error) {
 
 // Normalize checks the spec and fills its defaults. It returns an error
 // naming the first field that is wrong.
-func (s *Spec) Normalize() error {
+func Normalize(s *Spec) error {
 	if err := checkName("model", s.Model); err != nil {
 		return err
 	}
@@ -226,14 +110,14 @@ func (s *Spec) Normalize() error {
 			return fmt.Errorf("stages[%d].name %q is used twice; stage names must differ", i, st.Name)
 		}
 		seen[st.Name] = true
-		if err := st.normalize(s.OnFailure); err != nil {
+		if err := normalizeStage(st, s.OnFailure); err != nil {
 			return fmt.Errorf("stage %q: %w", st.Name, err)
 		}
 	}
 	return nil
 }
 
-func (st *Stage) normalize(onFailure string) error {
+func normalizeStage(st *Stage, onFailure string) error {
 	switch {
 	case st.Count < 0:
 		return fmt.Errorf("count %d is negative", st.Count)
@@ -301,17 +185,17 @@ func (st *Stage) normalize(onFailure string) error {
 	return nil
 }
 
-// size is the stage's cumulative size over targets devices.
-func (st *Stage) size(targets int) int {
+// stageSize is the stage's cumulative size over targets devices.
+func stageSize(st *Stage, targets int) int {
 	if st.Count > 0 {
 		return min(st.Count, targets)
 	}
 	return min(targets, int(math.Ceil(st.Percent/100*float64(targets)-1e-9)))
 }
 
-// allowed is how many notifications the stage's rate allows by elapsed
-// time since it started: PerMinute·Growth^k in its k-th minute.
-func (st *Stage) allowed(elapsed time.Duration) int {
+// stageAllowed is how many notifications the stage's rate allows by
+// elapsed time since it started: PerMinute·Growth^k in its k-th minute.
+func stageAllowed(st *Stage, elapsed time.Duration) int {
 	r := st.Rate
 	if r == nil {
 		return math.MaxInt
@@ -328,15 +212,4 @@ func (st *Stage) allowed(elapsed time.Duration) int {
 	return int(total)
 }
 
-func checkName(field, s string) error {
-	if s == "" {
-		return fmt.Errorf("%s is missing", field)
-	}
-	if len(s) > 128 {
-		return fmt.Errorf("%s is %d characters; at most 128 are allowed", field, len(s))
-	}
-	if i, r, bad := names.FirstBad(s); bad {
-		return fmt.Errorf("%s %q has %q at byte %d; use letters, digits, '.', '_' and '-'", field, s, r, i)
-	}
-	return nil
-}
+func checkName(field, s string) error { return names.Check(field, s) }

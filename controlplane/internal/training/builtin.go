@@ -112,9 +112,13 @@ func train(ctx context.Context, spec Spec, data Data, progress func(Progress)) (
 	width := m.width()
 	res.Metrics[MetricTrainLoss] = loss(spec.Task, fitOut, pick(d.Y, fit), len(fit), width, nil)
 	if clf {
-		res.Metrics[MetricAccuracy], res.Metrics[MetricMacroF1] = classification(argmax(heldOut, width), pick(d.Y, held), d.classes)
+		acc, f1, err := ScoreClassification(Argmax(heldOut, width), pick(d.Y, held), d.classes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("score the holdout: %w", err)
+		}
+		res.Metrics[MetricAccuracy], res.Metrics[MetricMacroF1] = acc, f1
 	} else {
-		res.Metrics[MetricRMSE], res.Metrics[MetricMAE] = regression(heldOut, pick(d.Y, held))
+		res.Metrics[MetricRMSE], res.Metrics[MetricMAE] = ScoreRegression(heldOut, pick(d.Y, held))
 	}
 	return res, m, nil
 }
@@ -193,7 +197,9 @@ func (r *run) validate() (mean, metric float64, name string) {
 	out := evaluate(r.net, r.xVal, len(r.yVal))
 	mean = loss(r.spec.Task, out, r.yVal, len(r.yVal), width, nil)
 	if r.spec.Task == Classification {
-		acc, _ := classification(argmax(out, width), r.yVal, width)
+		// The validation rows' labels are the data set's classes, and
+		// Argmax gives indexes below width: no error is possible.
+		acc, _, _ := ScoreClassification(Argmax(out, width), r.yVal, width)
 		return mean, acc, MetricAccuracy
 	}
 	mean *= r.scale * r.scale

@@ -79,7 +79,7 @@ func TestONNXMatchesForward(t *testing.T) {
 					p := make([]float64, width)
 					softmax(p, w)
 					w = p
-					if top := argmax(w, width)[0]; outs[1].Data.([]int64)[r] != int64(top) && w[top]-secondLargest(w) > 1e-4 {
+					if top := int(Argmax(w, width)[0]); outs[1].Data.([]int64)[r] != int64(top) && w[top]-secondLargest(w) > 1e-4 {
 						t.Errorf("row %d: ONNX label %d; Go's %d", r, outs[1].Data.([]int64)[r], top)
 					}
 				}

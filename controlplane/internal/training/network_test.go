@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
@@ -189,12 +190,18 @@ func TestLinearRegressionRecoversCoefficients(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	// Class 0: TP 2, FN 1; class 1: TP 1, FP 1, FN 1; class 2: FP 1.
-	acc, f1 := classification([]int{0, 0, 1, 1, 2}, []float64{0, 0, 0, 1, 1}, 3)
+	acc, f1, err := ScoreClassification([]float64{0, 0, 1, 1, 2}, []float64{0, 0, 0, 1, 1}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	wantF1 := (2*2.0/(4+0+1) + 2*1.0/(2+1+1) + 0) / 3
 	if acc != 0.6 || math.Abs(f1-wantF1) > 1e-12 {
 		t.Errorf("accuracy %g, macro F1 %g; want 0.6, %g", acc, f1, wantF1)
 	}
-	rmse, mae := regression([]float64{1, 2, 3}, []float64{1, 4, 2})
+	if _, _, err := ScoreClassification([]float64{3}, []float64{0}, 3); err == nil || !strings.Contains(err.Error(), "row 0: class 3") {
+		t.Errorf("a class out of range: err = %v; want one naming row 0 and class 3", err)
+	}
+	rmse, mae := ScoreRegression([]float64{1, 2, 3}, []float64{1, 4, 2})
 	if math.Abs(rmse-math.Sqrt(5.0/3)) > 1e-12 || mae != 1 {
 		t.Errorf("RMSE %g, MAE %g", rmse, mae)
 	}

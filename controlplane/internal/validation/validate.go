@@ -291,9 +291,7 @@ func evaluate(ctx context.Context, s *onnxrt.Session, in Input) (map[string]floa
 		case clf && out.DataType == onnxrt.INT64 && w == 1:
 			pred = append(pred, vals...)
 		case clf:
-			for r := range rows {
-				pred = append(pred, float64(argmax(vals[r*w:(r+1)*w])))
-			}
+			pred = append(pred, training.Argmax(vals, w)...)
 		case w == 1:
 			pred = append(pred, vals...)
 		default:
@@ -301,10 +299,10 @@ func evaluate(ctx context.Context, s *onnxrt.Session, in Input) (map[string]floa
 		}
 	}
 	if clf {
-		acc, f1, err := classification(pred, in.Y, in.Classes)
+		acc, f1, err := training.ScoreClassification(pred, in.Y, in.Classes)
 		return map[string]float64{training.MetricAccuracy: acc, training.MetricMacroF1: f1}, err
 	}
-	rmse, mae := regression(pred, in.Y)
+	rmse, mae := training.ScoreRegression(pred, in.Y)
 	return map[string]float64{training.MetricRMSE: rmse, training.MetricMAE: mae}, nil
 }
 
