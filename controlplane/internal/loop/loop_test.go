@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/validation"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 )
@@ -36,30 +36,13 @@ import (
 
 var ctx = context.Background()
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(string, []byte, bool) error { return nil }
 
 type env struct {
 	t        *testing.T
-	clock    *clock
+	clock    *shoaltest.Clock
 	datasets *dataset.Store
 	reg      *registry.Registry
 	runner   *jobs.Runner
@@ -85,7 +68,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, clock: &clock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}, iris: iris}
+	e := &env{t: t, clock: shoaltest.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)), iris: iris}
 	tmp := t.TempDir()
 	log := slog.New(slog.DiscardHandler)
 	st, err := badgerstore.Open(filepath.Join(tmp, "store"), log)
@@ -334,7 +317,7 @@ func TestNothingStarts(t *testing.T) {
 }
 
 func TestPolicyChecked(t *testing.T) {
-	e := &env{t: t, clock: &clock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}}
+	e := &env{t: t, clock: shoaltest.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))}
 	st, err := badgerstore.Open(filepath.Join(t.TempDir(), "store"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
