@@ -197,7 +197,7 @@ func (s *Service) Report(ctx context.Context, model string, q Query) ([]WindowDr
 	if err != nil {
 		return nil, err
 	}
-	pol, hasPolicy, err := s.policy(ctx, model)
+	pol, hasPolicy, err := store.ViewJSON[Policy](ctx, s.st, policyKey(model))
 	if err != nil {
 		return nil, shoalerr.Wrap(err, shoalerr.Internal, op, "read the drift policy of model %q", model)
 	}

@@ -3,17 +3,17 @@ package drift
 import (
 	"context"
 	"fmt"
-	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
 // The metrics a Policy may watch.
 const (
-	MetricPSI = "psi"
-	MetricJS  = "js"
-	MetricKS  = "ks"
+	MetricPSI = apiv1.MetricPSI
+	MetricJS  = apiv1.MetricJS
+	MetricKS  = apiv1.MetricKS
 )
 
 // MaxPolicyWindows bounds Policy.Windows.
@@ -21,23 +21,18 @@ const MaxPolicyWindows = 48
 
 // Policy says when a model's drift raises an alert: when Windows windows
 // in a row each have at least MinSamples samples and an overall Metric at
-// or above Threshold.
-type Policy struct {
-	Metric     string  `json:"metric"` // MetricPSI, MetricJS or MetricKS
-	Threshold  float64 `json:"threshold"`
-	MinSamples uint64  `json:"min_samples"`
-	Windows    int     `json:"windows"`
-	// UpdatedAt is when the policy was last set; streaks restart then.
-	UpdatedAt time.Time `json:"updated_at"`
-}
+// or above Threshold. Its UpdatedAt is when it was last set; streaks
+// restart then.
+type Policy = apiv1.DriftPolicy
 
 // breaches reports whether d breaches p.
-func (p Policy) breaches(d WindowDrift) bool {
-	return d.Error == "" && d.Samples >= p.MinSamples && d.value(p.Metric) >= p.Threshold
+func breaches(p Policy, d WindowDrift) bool {
+	return d.Error == "" && d.Samples >= p.MinSamples && overall(d, p.Metric) >= p.Threshold
 }
 
-// check returns an error naming the field at fault unless p is valid.
-func (p Policy) check() error {
+// checkPolicy returns an error naming the field at fault unless p is
+// valid.
+func checkPolicy(p Policy) error {
 	switch p.Metric {
 	case MetricPSI, MetricJS, MetricKS:
 	default:
@@ -65,7 +60,7 @@ func (s *Service) SetPolicy(ctx context.Context, model string, p Policy) (Policy
 	if err := checkName("model name", model); err != nil {
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "drift policy")
 	}
-	if err := p.check(); err != nil {
+	if err := checkPolicy(p); err != nil {
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "drift policy of model %q", model)
 	}
 	p.UpdatedAt = s.opts.Now().UTC()
@@ -86,7 +81,7 @@ func (s *Service) Policy(ctx context.Context, model string) (Policy, error) {
 	if err := checkName("model name", model); err != nil {
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "drift policy")
 	}
-	p, ok, err := s.policy(ctx, model)
+	p, ok, err := store.ViewJSON[Policy](ctx, s.st, policyKey(model))
 	switch {
 	case err != nil:
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Internal, op, "read the drift policy of model %q", model)
@@ -96,16 +91,6 @@ func (s *Service) Policy(ctx context.Context, model string) (Policy, error) {
 	return p, nil
 }
 
-func (s *Service) policy(ctx context.Context, model string) (p Policy, ok bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return Policy{}, false, err
-	}
-	err = s.st.View(func(tx store.Tx) error {
-		ok, err = store.GetJSON(tx, policyKey(model), &p)
-		return err
-	})
-	return p, ok, err
-}
 
 // storeAttempts is how often a transaction is retried on a write conflict.
 const storeAttempts = 5

@@ -63,7 +63,7 @@ func (p *Policy) normalize(op, model string) error {
 	if p.Rollout != nil {
 		spec := *p.Rollout
 		spec.Model, spec.Version = model, templateVersion
-		if err := spec.Normalize(); err != nil {
+		if err := rollout.Normalize(&spec); err != nil {
 			return shoalerr.E(shoalerr.Invalid, op, "retraining policy of model %q: rollout: %v", model, err)
 		}
 		// The fleet a candidate goes to is only known when it does: only
@@ -108,7 +108,7 @@ func (s *Service) Policy(ctx context.Context, model string) (Policy, error) {
 	if err := registry.ValidateName("model name", model); err != nil {
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Invalid, op, "retraining policy")
 	}
-	p, ok, err := s.policy(ctx, model)
+	p, ok, err := store.ViewJSON[Policy](ctx, s.st, policyKey(model))
 	switch {
 	case err != nil:
 		return Policy{}, shoalerr.Wrap(err, shoalerr.Internal, op, "read the retraining policy of model %q", model)
@@ -118,15 +118,5 @@ func (s *Service) Policy(ctx context.Context, model string) (Policy, error) {
 	return p, nil
 }
 
-func (s *Service) policy(ctx context.Context, model string) (p Policy, ok bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return Policy{}, false, err
-	}
-	err = s.st.View(func(tx store.Tx) error {
-		ok, err = store.GetJSON(tx, policyKey(model), &p)
-		return err
-	})
-	return p, ok, err
-}
 
 func policyKey(model string) []byte { return []byte(policyPrefix + model) }

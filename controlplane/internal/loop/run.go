@@ -111,7 +111,7 @@ func (s *Service) Start(ctx context.Context, alert drift.Alert) (Run, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	model := alert.Model
-	p, ok, err := s.policy(ctx, model)
+	p, ok, err := store.ViewJSON[Policy](ctx, s.st, policyKey(model))
 	switch {
 	case err != nil:
 		return Run{}, fmt.Errorf("loop: read the retraining policy of %q: %w", model, err)
@@ -264,7 +264,7 @@ func (s *Service) step(ctx context.Context, r *Run) (changed bool, _ error) {
 			return true, nil
 		}
 		r.to(now, Candidate, "job %s made version %s; it passed its gates and is signed", j.ID, r.Version)
-		p, ok, err := s.policy(ctx, r.Model)
+		p, ok, err := store.ViewJSON[Policy](ctx, s.st, policyKey(r.Model))
 		if err != nil {
 			return true, err
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,4 +33,18 @@ func PutJSON(tx Tx, key []byte, v any) error {
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	return nil
+}
+
+// ViewJSON reads the JSON value of key in a read-only transaction of s. ok
+// is false, with a nil error, if the key is missing; it fails at once if
+// ctx has ended.
+func ViewJSON[T any](ctx context.Context, s Store, key []byte) (v T, ok bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return v, false, err
+	}
+	err = s.View(func(tx Tx) error {
+		ok, err = GetJSON(tx, key, &v)
+		return err
+	})
+	return v, ok, err
 }

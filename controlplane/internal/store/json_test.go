@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -74,5 +75,31 @@ func TestJSON(t *testing.T) {
 	tx.getErr = store.ErrConflict
 	if found, err := store.GetJSON(tx, []byte("k"), &got); found || !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("GetJSON with a failing Get = %v, %v; want false and the wrapped error", found, err)
+	}
+}
+
+// mapStore runs every transaction on one mapTx.
+type mapStore struct{ tx *mapTx }
+
+func (s mapStore) View(fn func(store.Tx) error) error   { return fn(s.tx) }
+func (s mapStore) Update(fn func(store.Tx) error) error { return fn(s.tx) }
+func (s mapStore) Close() error                         { return nil }
+
+func TestViewJSON(t *testing.T) {
+	type rec struct {
+		N int `json:"n"`
+	}
+	s := mapStore{&mapTx{m: map[string][]byte{"k": []byte(`{"n":7}`)}}}
+	ctx := context.Background()
+	if v, ok, err := store.ViewJSON[rec](ctx, s, []byte("k")); !ok || err != nil || v.N != 7 {
+		t.Errorf("ViewJSON(k) = %+v, %v, %v; want {7}, true", v, ok, err)
+	}
+	if v, ok, err := store.ViewJSON[rec](ctx, s, []byte("missing")); ok || err != nil || v.N != 0 {
+		t.Errorf("ViewJSON(missing) = %+v, %v, %v; want zero, false, nil", v, ok, err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, ok, err := store.ViewJSON[rec](done, s, []byte("k")); ok || !errors.Is(err, context.Canceled) {
+		t.Errorf("ViewJSON after the context ended = %v, %v; want context.Canceled", ok, err)
 	}
 }
