@@ -17,6 +17,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -25,26 +26,6 @@ import (
 var scheme = topics.New("")
 
 var ctx = context.Background()
-
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // recorder is a Publisher that keeps what was published; fail, if set,
 // decides which publishes fail.
@@ -138,14 +119,14 @@ type env struct {
 	dir  string
 	st   store.Store
 	pub  *recorder
-	clk  *clock
+	clk  *shoaltest.Clock
 	logs *capture
 	svc  *Service
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), pub: &recorder{}, clk: newClock(), logs: &capture{}}
+	e := &env{dir: t.TempDir(), pub: &recorder{}, clk: new(shoaltest.Clock), logs: &capture{}}
 	e.st = openStore(t, e.dir)
 	t.Cleanup(func() { e.st.Close() })
 	e.svc = New(e.st, e.pub, scheme, slog.New(e.logs), e.clk.Now)

@@ -14,6 +14,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/fuzzcorpus"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -26,7 +27,7 @@ var fuzzDevices = []string{"a", "pump-7"}
 type ingestFuzz struct {
 	st  store.Store
 	pub *recorder
-	clk *clock
+	clk *shoaltest.Clock
 	svc *Service
 }
 
@@ -36,7 +37,7 @@ func newIngestFuzz(f *testing.F) *ingestFuzz {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { st.Close() })
-	e := &ingestFuzz{st: st, pub: &recorder{}, clk: newClock()}
+	e := &ingestFuzz{st: st, pub: &recorder{}, clk: new(shoaltest.Clock)}
 	e.svc = New(st, e.pub, scheme, nil, e.clk.Now)
 	for _, id := range fuzzDevices {
 		tok, err := e.svc.CreateToken(ctx, time.Hour)

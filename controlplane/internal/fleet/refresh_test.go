@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -51,7 +52,7 @@ func seal(t *testing.T, m *shoalv1.DeploymentManifest) []byte {
 // its clock) and records what it was given.
 type resigner struct {
 	t     *testing.T
-	clk   *clock
+	clk   *shoaltest.Clock
 	given [][]byte
 	// edit, if set, changes the manifest before it is signed again.
 	edit func(m *shoalv1.DeploymentManifest) error
