@@ -21,6 +21,7 @@ import (
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/trust"
 )
 
@@ -39,35 +40,13 @@ func testModel(t testing.TB, name string) []byte {
 	return data
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is a registry on a real Badger store in a temp dir.
 type env struct {
 	t       *testing.T
 	dir     string
 	st      store.Store
 	signer  *trust.Signer
-	clock   *fakeClock
+	clock   *shoaltest.Clock
 	reg     *Registry
 	log     *slog.Logger
 	options []Option
@@ -76,7 +55,7 @@ type env struct {
 func newEnv(t *testing.T, opts ...Option) *env {
 	t.Helper()
 	onnxrt.MustInitForTest(t)
-	e := &env{t: t, dir: t.TempDir(), clock: newClock(), log: slog.New(slog.DiscardHandler), options: opts}
+	e := &env{t: t, dir: t.TempDir(), clock: shoaltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), log: slog.New(slog.DiscardHandler), options: opts}
 	e.open()
 	t.Cleanup(func() { e.st.Close() })
 	return e
