@@ -20,6 +20,7 @@ import (
 	"github.com/shoalfleet/shoal/controlplane/internal/store/badgerstore"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -34,23 +35,6 @@ import (
 var ctx = context.Background()
 
 var scheme = topics.New("")
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // publisher counts the desired states published per device.
 type publisher struct {
@@ -81,7 +65,7 @@ func (p *publisher) count(id string) int {
 type env struct {
 	t     *testing.T
 	dir   string
-	clock *clock
+	clock *shoaltest.Clock
 	st    store.Store
 	pub   *publisher
 	fleet *fleet.Service
@@ -113,7 +97,7 @@ type sim struct {
 func newEnv(t *testing.T, devices int) *env {
 	t.Helper()
 	onnxrt.MustInitForTest(t)
-	e := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)},
+	e := &env{t: t, dir: t.TempDir(), clock: shoaltest.NewClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)),
 		pub: &publisher{desired: map[string]int{}}, devs: map[string]*sim{}}
 	e.open()
 	for i := range devices {
