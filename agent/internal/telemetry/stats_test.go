@@ -8,6 +8,7 @@ import (
 
 	"github.com/shoalfleet/shoal/agent/internal/outbox"
 	"github.com/shoalfleet/shoal/internal/datastats"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -52,7 +53,7 @@ func predict(t *testing.T, a *Aggregator, acc *datastats.Accumulator, version st
 }
 
 func TestStatsRideOnTheRecordThatClosesTheirWindow(t *testing.T) {
-	clk := &clock{t: t0} // 12:00:03
+	clk := shoaltest.NewClock(t0) // 12:00:03
 	sink := newSink()
 	src := &serving{}
 	a := NewAggregator(Config{Window: 10 * time.Second, StatsWindow: 30 * time.Second, Now: clk.Now, Stats: src.Stats}, sink, nil)
@@ -147,7 +148,7 @@ func TestStatsRideOnTheRecordThatClosesTheirWindow(t *testing.T) {
 }
 
 func TestStatsTooLargeAreDropped(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := shoaltest.NewClock(t0)
 	sink := newSink()
 	src := &serving{}
 	a := NewAggregator(Config{Window: 10 * time.Second, StatsWindow: 10 * time.Second, Now: clk.Now, Stats: src.Stats, MaxRecordBytes: 100}, sink, nil)
@@ -170,7 +171,7 @@ func TestStatsTooLargeAreDropped(t *testing.T) {
 }
 
 func TestStatsOff(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := shoaltest.NewClock(t0)
 	sink := newSink()
 	src := &serving{}
 	called := false

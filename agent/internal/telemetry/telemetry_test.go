@@ -7,9 +7,11 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/shoalfleet/shoal/agent/internal/outbox"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -48,19 +50,6 @@ func (s *memSink) take() []*shoalv1.TelemetryRecord {
 	return r
 }
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 var t0 = time.Date(2026, 3, 1, 12, 0, 3, 0, time.UTC)
 
 func TestBuckets(t *testing.T) {
@@ -92,7 +81,7 @@ func TestBuckets(t *testing.T) {
 }
 
 func TestRecordContentsAndPercentiles(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := shoaltest.NewClock(t0)
 	sink := newSink()
 	a := NewAggregator(Config{Now: clk.Now}, sink, nil)
 	const n = 10000
@@ -135,7 +124,7 @@ func TestRecordContentsAndPercentiles(t *testing.T) {
 }
 
 func TestWindowsFollowTheClock(t *testing.T) {
-	clk := &clock{t: t0} // 12:00:03, inside the window [12:00:00, 12:00:10)
+	clk := shoaltest.NewClock(t0) // 12:00:03, inside the window [12:00:00, 12:00:10)
 	sink := newSink()
 	a := NewAggregator(Config{Window: 10 * time.Second, Now: clk.Now}, sink, nil)
 	a.Observe("a", "1", time.Millisecond, false)
@@ -170,7 +159,7 @@ func TestWindowsFollowTheClock(t *testing.T) {
 }
 
 func TestSinkFailureKeepsRecords(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := shoaltest.NewClock(t0)
 	sink := newSink()
 	var appended int
 	a := NewAggregator(Config{Now: clk.Now, Appended: func() { appended++ }}, sink, nil)
@@ -244,25 +233,35 @@ func TestCountsExactUnderConcurrency(t *testing.T) {
 	t.Logf("%d records from %d flushes", len(recs), flushes)
 }
 
+// TestRunFlushesEachWindow: Run flushes each window as it ends by the
+// clock. It runs in a synctest bubble, where Run's timer and time.Now are
+// on fake time, so each flush is seen at the instant its window ends: a
+// flush that never comes is a deadlock the bubble reports, not a timeout.
 func TestRunFlushesEachWindow(t *testing.T) {
-	sink := newSink()
-	a := NewAggregator(Config{Window: 20 * time.Millisecond}, sink, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error)
-	go func() { ran <- a.Run(ctx) }()
-	a.Observe("m", "1", time.Millisecond, false)
-	select {
-	case <-sink.appended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run flushed no window")
-	}
-	cancel()
-	if err := <-ran; err != nil {
-		t.Fatal(err)
-	}
-	if recs := sink.take(); len(recs) != 1 || recs[0].Predictions != 1 || recs[0].WindowEndUnixMs%20 != 0 {
-		t.Fatalf("records = %v", recs)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const window = 20 * time.Millisecond
+		sink := newSink()
+		a := NewAggregator(Config{Window: window}, sink, nil)
+		start := time.Now()
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error)
+		go func() { ran <- a.Run(ctx) }()
+		for i := range 2 {
+			a.Observe("m", "1", time.Millisecond, false)
+			<-sink.appended
+			end := start.Truncate(window).Add(time.Duration(i+1) * window)
+			if now := time.Now(); !now.Equal(end) {
+				t.Fatalf("window %d flushed at %v; want at its end, %v", i, now, end)
+			}
+			if recs := sink.take(); len(recs) != 1 || recs[0].Predictions != 1 || recs[0].WindowEndUnixMs != end.UnixMilli() || recs[0].WindowEndUnixMs%20 != 0 {
+				t.Fatalf("window %d: records = %v; want one with 1 prediction ending at %v", i, recs, end)
+			}
+		}
+		cancel()
+		if err := <-ran; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func BenchmarkObserve(b *testing.B) {
@@ -279,7 +278,7 @@ func BenchmarkObserve(b *testing.B) {
 // keep closing every Window instead of stalling for the hour, and no
 // prediction is lost.
 func TestClockSteppedBack(t *testing.T) {
-	clk := &clock{t: t0}
+	clk := shoaltest.NewClock(t0)
 	sink := newSink()
 	a := NewAggregator(Config{Window: 10 * time.Second, Now: clk.Now}, sink, nil)
 	a.Observe("a", "1", time.Millisecond, false)
