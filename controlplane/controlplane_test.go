@@ -92,13 +92,13 @@ func connect(t *testing.T, en enrollment) *device {
 	opts := paho.NewClientOptions().AddBroker(en.BrokerURL).SetClientID(en.MQTTUsername).
 		SetUsername(en.MQTTUsername).SetPassword(en.MQTTPassword).SetCleanSession(true).SetAutoReconnect(false)
 	d.cli = paho.NewClient(opts)
-	if tok := d.cli.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := d.cli.Connect(); !tok.WaitTimeout(shoaltest.Patience) || tok.Error() != nil {
 		t.Fatalf("device %s: connect to %s: %v", en.DeviceID, en.BrokerURL, tok.Error())
 	}
 	t.Cleanup(func() { d.cli.Disconnect(0) })
 	for _, k := range []topics.Kind{topics.Desired, topics.Ack} {
 		tok := d.cli.Subscribe(d.scheme.Device(en.DeviceID, k), 1, func(_ paho.Client, m paho.Message) { d.msgs <- m })
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		if !tok.WaitTimeout(shoaltest.Patience) || tok.Error() != nil {
 			t.Fatalf("device %s: subscribe: %v", en.DeviceID, tok.Error())
 		}
 	}
@@ -110,7 +110,7 @@ func connect(t *testing.T, en enrollment) *device {
 func (d *device) next(k topics.Kind) []byte {
 	d.t.Helper()
 	want := d.scheme.Device(d.en.DeviceID, k)
-	deadline := time.After(15 * time.Second)
+	deadline := time.After(shoaltest.Patience)
 	for {
 		select {
 		case m := <-d.msgs:
@@ -118,7 +118,7 @@ func (d *device) next(k topics.Kind) []byte {
 				return m.Payload()
 			}
 		case <-deadline:
-			d.t.Fatalf("device %s: nothing on %s within 15s", d.en.DeviceID, want)
+			d.t.Fatalf("device %s: nothing on %s within %s", d.en.DeviceID, want, shoaltest.Patience)
 		}
 	}
 }
@@ -130,7 +130,7 @@ func (d *device) publish(k topics.Kind, m proto.Message, retained bool) {
 		d.t.Fatal(err)
 	}
 	tok := d.cli.Publish(d.scheme.Device(d.en.DeviceID, k), 1, retained, payload)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(shoaltest.Patience) || tok.Error() != nil {
 		d.t.Fatalf("device %s: publish %s: %v", d.en.DeviceID, k, tok.Error())
 	}
 }
@@ -159,23 +159,6 @@ func (d *device) desired() (*shoalv1.DesiredState, *shoalv1.DeploymentManifest) 
 		d.t.Fatal(err)
 	}
 	return &ds, &m
-}
-
-// eventually polls cond until it holds or 15s pass: the control plane
-// ingests MQTT messages asynchronously and offers no event to wait on.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %s after 15s", what, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func fetch(t *testing.T, url string) []byte {
@@ -239,15 +222,19 @@ func TestDeviceLoop(t *testing.T) {
 		SchemaVersion: 1, DeviceId: "dev-1", AppliedGeneration: ds.GetGeneration(), Phase: shoalv1.Phase_PHASE_ACTIVE,
 		Models: []*shoalv1.ModelStatus{{Name: "summer", Active: ref, Desired: ref, Phase: shoalv1.Phase_PHASE_ACTIVE}},
 	}, true)
-	eventually(t, "device reported active", func() (bool, string) {
+	// The control plane ingests MQTT messages asynchronously and offers
+	// no event to wait on: the API is polled.
+	shoaltest.Eventually(t, "device reported active", func() error {
 		devs, err := cp.Client.Devices(ctx)
 		if err != nil || len(devs) != 1 {
-			return false, fmt.Sprintf("%v %v", devs, err)
+			return fmt.Errorf("devices %v, %v", devs, err)
 		}
 		d := devs[0]
-		ok := d.Online && d.Phase == "active" && d.AppliedGeneration == ds.GetGeneration() &&
-			len(d.Models) == 1 && d.Models[0].ActiveVersion == "1"
-		return ok, fmt.Sprintf("%+v", d)
+		if !d.Online || d.Phase != "active" || d.AppliedGeneration != ds.GetGeneration() ||
+			len(d.Models) != 1 || d.Models[0].ActiveVersion != "1" {
+			return fmt.Errorf("device %+v", d)
+		}
+		return nil
 	})
 
 	dev.publish(topics.Telemetry, &shoalv1.TelemetryBatch{SchemaVersion: 1, DeviceId: "dev-1", FirstSeq: 1, LastSeq: 2,
@@ -325,8 +312,8 @@ func TestRunShutsDownWhenCancelled(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run after cancel = %v; want nil", err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return within 30s of its context ending")
+	case <-time.After(shoaltest.Patience):
+		t.Fatalf("Run did not return within %s of its context ending", shoaltest.Patience)
 	}
 	if _, err := http.Get(cp.URL() + "/api/v1/trust/public-key"); err == nil {
 		t.Error("the API still answers after Run returned")
@@ -383,8 +370,8 @@ func TestExternalBroker(t *testing.T) {
 		if err := proto.Unmarshal(p, &ds); err != nil || len(ds.GetDeployments()) != 1 {
 			t.Errorf("desired state on the external broker = %v, %v", &ds, err)
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no desired state on the external broker within 15s")
+	case <-time.After(shoaltest.Patience):
+		t.Fatalf("no desired state on the external broker within %s", shoaltest.Patience)
 	}
 
 	// A reported state published on the external broker reaches the fleet.
@@ -392,12 +379,15 @@ func TestExternalBroker(t *testing.T) {
 	if err := ext.Publish(topics.New("").Device("dev-1", topics.Reported), rs, true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "report through the external broker", func() (bool, string) {
+	shoaltest.Eventually(t, "report through the external broker", func() error {
 		devs, err := cp.Client.Devices(context.Background())
 		if err != nil || len(devs) != 1 {
-			return false, fmt.Sprint(devs, err)
+			return fmt.Errorf("devices %v, %v", devs, err)
 		}
-		return devs[0].Phase == "idle", devs[0].Phase
+		if devs[0].Phase != "idle" {
+			return fmt.Errorf("phase %q", devs[0].Phase)
+		}
+		return nil
 	})
 }
 
@@ -471,24 +461,6 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 const day = 24 * time.Hour
 
 // TestManifestsReSigned: a deployment outlives its manifest's 30 days. The
@@ -497,7 +469,7 @@ const day = 24 * time.Hour
 // device that connects after being away gets a retained desired state
 // whose manifest its pinned key accepts and which has not expired.
 func TestManifestsReSigned(t *testing.T) {
-	clk := &testClock{t: time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC)}
+	clk := shoaltest.NewClock(time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC))
 	var logs lockedBuffer
 	cp := controltest.Start(t, controltest.WithNow(clk.Now), controltest.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	ctx := context.Background()
@@ -586,7 +558,7 @@ func TestManifestsReSigned(t *testing.T) {
 // TestManifestRefreshLoop: the control plane re-signs on its own every
 // ManifestRefreshInterval, and Close stops it.
 func TestManifestRefreshLoop(t *testing.T) {
-	clk := &testClock{t: time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC)}
+	clk := shoaltest.NewClock(time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC))
 	var logs lockedBuffer
 	cp, err := controlplane.New(controlplane.Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
@@ -622,13 +594,15 @@ func TestManifestRefreshLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(25 * day)
-	eventually(t, "the loop re-signs the manifest", func() (bool, string) {
+	shoaltest.Eventually(t, "the loop re-signs the manifest", func() error {
 		devs, err := c.Devices(ctx)
 		if err != nil || len(devs) != 1 {
-			return false, fmt.Sprint(devs, err)
+			return fmt.Errorf("devices %v, %v", devs, err)
 		}
-		return devs[0].DesiredGeneration == 2 && strings.Contains(logs.String(), "deployment manifests re-signed"),
-			fmt.Sprintf("generation %d", devs[0].DesiredGeneration)
+		if devs[0].DesiredGeneration != 2 || !strings.Contains(logs.String(), "deployment manifests re-signed") {
+			return fmt.Errorf("generation %d, re-signing logged: %t", devs[0].DesiredGeneration, strings.Contains(logs.String(), "deployment manifests re-signed"))
+		}
+		return nil
 	})
 	if err := cp.Close(); err != nil {
 		t.Fatal(err)
