@@ -2,10 +2,12 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
@@ -233,9 +235,11 @@ func TestPersistentSessionQueuesWhileOffline(t *testing.T) {
 	dev := mustDialDevice(t, b.Addr(), "a", "pa", deviceOpts{clean: false})
 	subscribeCode(t, dev, ack, nil)
 	dev.Disconnect(0)
-	eventually(t, "broker to see the device gone", func() bool {
-		cl, ok := b.srv.Clients.Get("a")
-		return ok && cl.Closed()
+	shoaltest.Eventually(t, "the broker sees the device gone", func() error {
+		if cl, ok := b.srv.Clients.Get("a"); !ok || !cl.Closed() {
+			return fmt.Errorf("client a known: %t, closed: %t", ok, ok && cl.Closed())
+		}
+		return nil
 	})
 
 	// Not retained: only the session can carry it to the device.

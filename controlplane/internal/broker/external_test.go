@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
@@ -15,7 +16,7 @@ var cpCred = Credential{Username: "-shoal-cp", Password: "cp-secret"}
 
 func dialExternal(t *testing.T, addr string, cred Credential) (*External, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), shoaltest.Patience)
 	defer cancel()
 	logs := &capture{}
 	t.Cleanup(func() {
@@ -32,8 +33,8 @@ func dialExternal(t *testing.T, addr string, cred Credential) (*External, error)
 		ClientID:             cred.Username,
 		MaxReconnectInterval: time.Second,
 		// A reconnect that lands on the old broker while it shuts down is
-		// accepted and never answered; time it out well within the wait
-		// limit so the next attempt reaches the new broker.
+		// accepted and never answered; time it out well within
+		// shoaltest.Patience so the next attempt reaches the new broker.
 		ConnectTimeout: 2 * time.Second,
 	}, slog.New(logs))
 	if err == nil {

@@ -11,10 +11,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
-
-const waitLimit = 10 * time.Second
 
 var scheme = topics.New("")
 
@@ -101,21 +100,9 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(waitLimit):
-		t.Fatalf("timed out waiting for %s", what)
+	case <-time.After(shoaltest.Patience):
+		t.Fatalf("no %s within %s", what, shoaltest.Patience)
 		panic("unreachable")
-	}
-}
-
-// eventually polls cond until it holds or the wait limit passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -140,7 +127,7 @@ func dialDevice(t *testing.T, addr, user, pass string, o deviceOpts) (paho.Clien
 		SetPassword(pass).
 		SetCleanSession(o.clean).
 		SetAutoReconnect(false).
-		SetConnectTimeout(5 * time.Second).
+		SetConnectTimeout(shoaltest.Patience).
 		SetProtocolVersion(4).
 		// In order: tests read "nothing leaked before the legitimate
 		// message" from the order handlers see messages in.
@@ -157,7 +144,7 @@ func dialDevice(t *testing.T, addr, user, pass string, o deviceOpts) (paho.Clien
 	}
 	c := paho.NewClient(opts)
 	tok := c.Connect()
-	if !tok.WaitTimeout(waitLimit) {
+	if !tok.WaitTimeout(shoaltest.Patience) {
 		return nil, fmt.Errorf("connect timed out")
 	}
 	if err := tok.Error(); err != nil {
@@ -178,7 +165,7 @@ func mustDialDevice(t *testing.T, addr, user, pass string, o deviceOpts) paho.Cl
 
 func wait(t *testing.T, tok paho.Token, what string) {
 	t.Helper()
-	if !tok.WaitTimeout(waitLimit) {
+	if !tok.WaitTimeout(shoaltest.Patience) {
 		t.Fatalf("%s: timed out", what)
 	}
 	if err := tok.Error(); err != nil {
