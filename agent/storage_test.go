@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/agent/internal/outbox"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -20,7 +21,7 @@ import (
 // let Badger fault; and once there is room again the new model comes in
 // by itself and telemetry flows.
 func TestFullDiskKeepsServing(t *testing.T) {
-	mnt := mountTmpfs(t, 48<<20)
+	mnt := shoaltest.Tmpfs(t, 48<<20)
 
 	broker := startBroker(t)
 	cp := startCP(t, "tcp://"+broker.addr, "tok")
@@ -37,7 +38,7 @@ func TestFullDiskKeepsServing(t *testing.T) {
 		TelemetryWindow: time.Hour, OutboxMinFreeBytes: 8 << 20, Logger: testLogger(t),
 	}
 	a, stop := runAgent(t, cfg)
-	eventually(t, "model 1 to serve", func() bool { _, err := predict(a.APIAddr(), "m"); return err == nil })
+	shoaltest.Eventually(t, "model 1 serves", func() error { _, err := predict(a.APIAddr(), "m"); return err })
 
 	filler := filepath.Join(mnt, "filler")
 	f, err := os.Create(filler)
@@ -67,7 +68,7 @@ func TestFullDiskKeepsServing(t *testing.T) {
 	if _, err := predict(a.APIAddr(), "m"); err != nil {
 		t.Fatalf("predict on a full disk: %v", err)
 	}
-	eventually(t, "the outbox to stop writing", func() bool { return a.outbox.Stats().NoSpace })
+	shoaltest.Eventually(t, "the outbox stops writing", shoaltest.Holds(func() bool { return a.outbox.Stats().NoSpace }, func() string { return "the outbox reports room" }))
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)

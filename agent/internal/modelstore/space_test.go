@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // fill writes a file until the file system is full and returns its path.
@@ -38,7 +40,7 @@ func fill(t *testing.T, dir string) string {
 // restart on the full disk opens the store; and once there is room again
 // both go through, without anything done by hand.
 func TestFullDisk(t *testing.T) {
-	mnt := mountTmpfs(t, 4<<20)
+	mnt := shoaltest.Tmpfs(t, 4<<20)
 	s := open(t, mnt)
 	v1 := add(t, s, "m", "1", 1, "one")
 	if err := s.Activate("m", v1); err != nil {
