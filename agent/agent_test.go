@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -148,13 +149,13 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err := broker.Publish(scheme.Device(dev, topics.Ack), ack, false, 1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the acked records to leave the outbox", func() bool {
+	shoaltest.Eventually(t, "the acked records leave the outbox", func() error {
 		for _, r := range a.outboxPending(t) {
 			if r <= batch.GetLastSeq() {
-				return false
+				return fmt.Errorf("record %d is still pending; %d and before were acked", r, batch.GetLastSeq())
 			}
 		}
-		return true
+		return nil
 	})
 
 	// A clean stop leaves a retained offline status.
@@ -383,7 +384,7 @@ func TestCorruptModelIsDownloadedAgain(t *testing.T) {
 	}
 	cfg := Config{DataDir: t.TempDir(), ServerURL: cp.URL, DeviceID: dev, EnrollToken: "tok", APIAddr: "127.0.0.1:0", Logger: testLogger(t)}
 	a, stop := runAgent(t, cfg)
-	eventually(t, "the model to serve", func() bool { _, err := predict(a.APIAddr(), "m"); return err == nil })
+	shoaltest.Eventually(t, "the model serves", func() error { _, err := predict(a.APIAddr(), "m"); return err })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -418,8 +419,8 @@ func TestCorruptModelIsDownloadedAgain(t *testing.T) {
 		}
 		a2.Close()
 	}()
-	eventually(t, "the model to be downloaded again and serve", func() bool {
+	shoaltest.Eventually(t, "the model is downloaded again and serves", func() error {
 		_, err := predict(a2.APIAddr(), "m")
-		return err == nil
+		return err
 	})
 }

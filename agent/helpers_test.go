@@ -28,6 +28,7 @@ import (
 
 	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	"github.com/shoalfleet/shoal/internal/trust"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -266,7 +267,7 @@ func get(addr, path string) (int, string, error) {
 
 func waitFor[T any](t *testing.T, ch <-chan []byte, what string, decode func([]byte) (T, bool)) T {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(shoaltest.Patience)
 	for {
 		select {
 		case p := <-ch:
@@ -274,21 +275,9 @@ func waitFor[T any](t *testing.T, ch <-chan []byte, what string, decode func([]b
 				return v
 			}
 		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("no %s within %s", what, shoaltest.Patience)
 			var zero T
 			return zero
 		}
-	}
-}
-
-// eventually polls cond (a condition, not a delay) until it holds or 30s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalfleet/shoal/internal/datastats"
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
@@ -48,13 +50,16 @@ func TestDataStatsRideInTelemetry(t *testing.T) {
 		DataDir: t.TempDir(), ServerURL: cp.URL, DeviceID: dev, EnrollToken: "tok", APIAddr: "127.0.0.1:0",
 		TelemetryWindow: 50 * time.Millisecond, StatsWindow: 100 * time.Millisecond, Logger: testLogger(t),
 	})
-	eventually(t, "the model to serve with its statistics", func() bool {
+	shoaltest.Eventually(t, "the model serves with its statistics", func() error {
 		m, release, ok := a.models.Acquire("m")
 		if !ok {
-			return false
+			return errors.New("model m does not serve")
 		}
 		defer release()
-		return m.Stats() != nil
+		if m.Stats() == nil {
+			return errors.New("model m serves without statistics")
+		}
+		return nil
 	})
 	const rows = 7
 	for range rows {
