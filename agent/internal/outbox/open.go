@@ -185,7 +185,7 @@ func (o *Outbox) openAndLoad() (db *badger.DB, st diskState, err error) {
 		}
 		return nil, st, err
 	}
-	if st, err = load(db, o.acked); err != nil {
+	if st, err = load(db, o.queue.acked); err != nil {
 		db.Close()
 		return nil, st, err
 	}

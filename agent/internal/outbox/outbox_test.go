@@ -1,7 +1,9 @@
 package outbox
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -42,16 +44,12 @@ func record(i int) *shoalv1.TelemetryRecord {
 	}
 }
 
+// appendN appends record(from) to record(from+n-1).
 func appendN(t testing.TB, o *Outbox, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
-		r := record(i)
-		seq, err := o.Append(r)
-		if err != nil {
+		if _, err := o.Append(record(i)); err != nil {
 			t.Fatal(err)
-		}
-		if r.Seq != seq {
-			t.Fatalf("rec.Seq = %d; Append returned %d", r.Seq, seq)
 		}
 	}
 }
@@ -125,6 +123,56 @@ func TestAppendPendingAck(t *testing.T) {
 	}
 }
 
+// TestAppendLeavesTheRecordAlone: Append never changes the caller's
+// record, not even its Seq (a caller may hand the same record to others,
+// or in again); the stored record carries the sequence Append assigned,
+// encoded as proto.Marshal encodes the record with that sequence.
+func TestAppendLeavesTheRecordAlone(t *testing.T) {
+	o := openAt(t, t.TempDir(), Options{})
+	defer o.Close()
+	appendN(t, o, 1, 200) // sequences past 127 take a longer varint
+	for _, callerSeq := range []uint64{0, 7, 1 << 40} {
+		t.Run(fmt.Sprint("seq=", callerSeq), func(t *testing.T) {
+			rec := record(3)
+			rec.Seq = callerSeq
+			before := proto.Clone(rec)
+			seq, err := o.Append(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Seq != callerSeq || !proto.Equal(rec, before) {
+				t.Fatalf("Append(%v) changed the record to %v", before, rec)
+			}
+			want := record(3)
+			want.Seq = seq
+			wantVal, err := proto.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			if err := o.db.View(func(txn *badgerTxn) (err error) {
+				got, err = get(txn, recKey(seq))
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, wantVal) {
+				t.Fatalf("record %d stored as %x; want %x", seq, got, wantVal)
+			}
+			if err := o.Ack(1, seq-1); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := o.Pending(10)
+			if err != nil || len(recs) != 1 || !proto.Equal(recs[0], want) {
+				t.Fatalf("Pending = %v, %v; want [%v]", recs, err, want)
+			}
+		})
+	}
+	if got, want := o.Bytes(), int64(proto.Size(&shoalv1.TelemetryRecord{Seq: o.LastSeq()})+proto.Size(record(3))); got != want {
+		t.Errorf("Bytes = %d; want %d", got, want)
+	}
+}
+
 func TestAckLargeRange(t *testing.T) {
 	o := openAt(t, t.TempDir(), Options{})
 	defer o.Close()
@@ -163,13 +211,13 @@ func TestRestartKeepsRecordsAndSequence(t *testing.T) {
 		t.Fatalf("reopened: Len %d LastSeq %d; want 0, 3", o.Len(), o.LastSeq())
 	}
 	appendN(t, o, 4, 2)
-	bytes := o.Bytes()
+	size := o.Bytes()
 	o.Close()
 
 	o = openAt(t, dir, Options{})
 	defer o.Close()
-	if o.Len() != 2 || o.Bytes() != bytes {
-		t.Fatalf("reopened: Len %d Bytes %d; want 2, %d", o.Len(), o.Bytes(), bytes)
+	if o.Len() != 2 || o.Bytes() != size {
+		t.Fatalf("reopened: Len %d Bytes %d; want 2, %d", o.Len(), o.Bytes(), size)
 	}
 	wantSeqs(t, o, 10, 4, 5)
 	if seq, err := o.Append(record(6)); err != nil || seq != 6 {

@@ -3,12 +3,14 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -18,10 +20,11 @@ const (
 	wait  = 10 * time.Second // for things that must happen promptly
 )
 
-// fakePub records published batches; it fails while fail is set.
+// fakePub records published batches; it fails the next fails publishes.
 type fakePub struct {
 	mu      sync.Mutex
-	fail    error
+	fails   int // publishes still to fail
+	failed  int // publishes failed
 	batches chan *shoalv1.TelemetryBatch
 	t       testing.TB
 }
@@ -32,10 +35,14 @@ func newPub(t testing.TB) *fakePub {
 
 func (p *fakePub) Publish(tp string, payload []byte, retained bool) error {
 	p.mu.Lock()
-	err := p.fail
+	fail := p.fails > 0
+	if fail {
+		p.fails--
+		p.failed++
+	}
 	p.mu.Unlock()
-	if err != nil {
-		return err
+	if fail {
+		return errors.New("offline")
 	}
 	if tp != topic || retained {
 		p.t.Errorf("Publish(%q, retained=%v)", tp, retained)
@@ -48,10 +55,18 @@ func (p *fakePub) Publish(tp string, payload []byte, retained bool) error {
 	return nil
 }
 
-func (p *fakePub) setFail(err error) {
+// failNext has the next n publishes fail.
+func (p *fakePub) failNext(n int) {
 	p.mu.Lock()
-	p.fail = err
+	p.fails = n
 	p.mu.Unlock()
+}
+
+// failures returns how many publishes failed.
+func (p *fakePub) failures() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed
 }
 
 func (p *fakePub) next(t *testing.T) *shoalv1.TelemetryBatch {
@@ -123,11 +138,13 @@ func TestSenderSendsBatchesOneAtATime(t *testing.T) {
 	s.HandleAck(ack(101, 200))
 	wantBatch(t, pub.next(t), 201, 250)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// A context done before Flush starts: records are unacked, so Flush
+	// returns its error, not nil.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
 	if err := s.Flush(ctx); err == nil {
 		t.Fatal("Flush returned with records unacked")
 	}
-	cancel()
 	flushed := make(chan error)
 	go func() { flushed <- s.Flush(context.Background()) }()
 	if payload, err := proto.Marshal(ack(201, 250)); err != nil {
@@ -200,12 +217,14 @@ func TestSenderIgnoresAcksItCannotUse(t *testing.T) {
 
 func TestSenderRetriesAFailedPublish(t *testing.T) {
 	o, s, pub := start(t, Options{}, SenderConfig{AckTimeout: 20 * time.Millisecond})
-	pub.setFail(errors.New("offline"))
+	pub.failNext(3)
 	appendN(t, o, 1, 1)
 	s.SetConnected(true)
-	// Let a few attempts fail, then succeed.
-	pub.setFail(nil)
+	// The batch comes out of the fourth attempt.
 	wantBatch(t, pub.next(t), 1, 1)
+	if n := pub.failures(); n != 3 {
+		t.Fatalf("%d failed publishes before the batch; want 3", n)
+	}
 }
 
 func TestSenderCarriesTheDropReport(t *testing.T) {
@@ -230,17 +249,29 @@ func TestSenderCarriesTheDropReport(t *testing.T) {
 
 func TestSenderStaysQuietWhileDisconnected(t *testing.T) {
 	o, s, pub := start(t, Options{}, SenderConfig{AckTimeout: time.Millisecond})
-	appendN(t, o, 1, 1)
+	appendN(t, o, 1, 3)
 	s.Notify()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	if err := s.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Flush while disconnected = %v", err)
+	// Run applies acks, then sends if it may, in turn: once it has applied
+	// the second ack it has been through a whole turn after the Notify,
+	// one that would have published if it did while disconnected.
+	for _, seq := range []uint64{3, 2} {
+		s.HandleAck(ack(seq, seq))
+		shoaltest.Eventually(t, fmt.Sprintf("the ack of %d applied", seq), func() error {
+			if left, err := o.AnyIn(seq, seq); err != nil || left {
+				return fmt.Errorf("record %d still queued (%v)", seq, err)
+			}
+			return nil
+		})
 	}
 	select {
 	case b := <-pub.batches:
 		t.Fatalf("published while disconnected: %v", b)
 	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := s.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush while disconnected = %v", err)
 	}
 	s.SetConnected(true)
 	wantBatch(t, pub.next(t), 1, 1)

@@ -74,7 +74,7 @@ func (o *Outbox) room() bool {
 	case enough && o.noSpace:
 		o.noSpace = false
 		o.logs.Log(o.log, slog.LevelInfo, "space", "space is back: the outbox writes again",
-			"dir", o.dir, "free_bytes", sp.bytes, "not_written", o.held.records)
+			"dir", o.dir, "free_bytes", sp.bytes, "not_written", o.drops.held.records)
 	}
 	return enough
 }

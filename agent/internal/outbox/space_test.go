@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
@@ -34,6 +36,15 @@ const testMinFree = 1 << 20
 func (d *fakeDisk) opts(o Options) Options {
 	o.MinFreeBytes, o.statSpace = testMinFree, d.stat
 	return o
+}
+
+// isOpen is true once o's database is open.
+func isOpen(o *Outbox) func() error {
+	return shoaltest.Holds(func() bool { return o.Stats().Open }, statsOf(o))
+}
+
+func statsOf(o *Outbox) func() string {
+	return func() string { return fmt.Sprintf("%+v", o.Stats()) }
 }
 
 // TestNoSpaceCountsThenReportsDrops: while the file system is nearly full
@@ -170,13 +181,8 @@ func TestOpenWithoutRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	disk.free.Store(1 << 40)
-	deadline := time.Now().Add(wait)
-	for !o.Stats().Open { // the maintenance loop opens it
-		if time.Now().After(deadline) {
-			t.Fatal("the outbox did not open once there was room")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// The maintenance loop opens it.
+	shoaltest.Eventually(t, "the outbox opening once there is room", isOpen(o))
 	wantSeqs(t, o, 10, 2, 2) // 1 was acked before the database was open
 	if d := o.TakeDropReport(); d.GetRecords() != 1 || d.GetFirstSeq() != 3 || d.GetFromUnixMs() != record(3).WindowStartUnixMs {
 		t.Fatalf("drop report = %v", d)
@@ -255,7 +261,10 @@ func child(t *testing.T, name, arg string) ([]byte, error) {
 func TestFullDiskForReal(t *testing.T) {
 	opts := Options{MinFreeBytes: 8 << 20, SyncInterval: 20 * time.Millisecond}
 	if mnt := os.Getenv("OUTBOX_CHILD"); mnt != "" {
-		o := openAt(t, filepath.Join(mnt, "outbox"), opts)
+		ticks := make(ticker)
+		childOpts := opts
+		childOpts.ticks = ticks
+		o := openAt(t, filepath.Join(mnt, "outbox"), childOpts)
 		appendN(t, o, 1, 100)
 		fill(t, mnt)
 		for i := 101; i <= 200; i++ { // each would fault in Badger
@@ -267,13 +276,17 @@ func TestFullDiskForReal(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantSeqs(t, o, 100, 51, 100)
-		time.Sleep(100 * time.Millisecond) // maintenance ticks on a full disk
-		if err := o.Close(); err != nil {  // syncs; no flush into the full disk
+		at := time.Now()
+		for range 5 { // maintenance on a full disk, syncs included
+			at = at.Add(opts.SyncInterval)
+			ticks.tick(at)
+		}
+		if err := o.Close(); err != nil { // syncs; no flush into the full disk
 			t.Fatal(err)
 		}
 		return
 	}
-	mnt := mountTmpfs(t, 48<<20)
+	mnt := shoaltest.Tmpfs(t, 48<<20)
 	if out, err := child(t, "TestFullDiskForReal", mnt); err != nil {
 		t.Fatalf("the first agent: %v\n%s", err, out)
 	}
@@ -288,13 +301,7 @@ func TestFullDiskForReal(t *testing.T) {
 	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(wait)
-	for !o.Stats().Open {
-		if time.Now().After(deadline) {
-			t.Fatalf("not open once space returned: %+v", o.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	shoaltest.Eventually(t, "the outbox opening once space returned", isOpen(o))
 	// The first agent's acks were in memory only: 1..50 are sent again
 	// (the control plane de-duplicates). Its 100 records not written were
 	// logged as lost at its Close; this agent's one is reported.
@@ -311,7 +318,7 @@ func TestFullDiskForReal(t *testing.T) {
 // outbox writes again by itself, reports what it could not write, and its
 // database stays sound.
 func TestFullDiskRecoversInProcess(t *testing.T) {
-	mnt := mountTmpfs(t, 48<<20)
+	mnt := shoaltest.Tmpfs(t, 48<<20)
 	dir := filepath.Join(mnt, "outbox")
 	opts := Options{MinFreeBytes: 8 << 20, SyncInterval: 20 * time.Millisecond}
 	o := openAt(t, dir, opts)
@@ -328,13 +335,9 @@ func TestFullDiskRecoversInProcess(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(wait)
-	for o.Stats().HeldRecords != 0 { // the maintenance loop catches up
-		if time.Now().After(deadline) {
-			t.Fatalf("no catch-up once space returned: %+v", o.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// The maintenance loop catches up.
+	shoaltest.Eventually(t, "a catch-up once space returned", shoaltest.Holds(
+		func() bool { return o.Stats().HeldRecords == 0 }, statsOf(o)))
 	want := &shoalv1.DropReport{Records: 50, FirstSeq: 101, LastSeq: 150,
 		FromUnixMs: record(101).WindowStartUnixMs, ToUnixMs: record(150).WindowEndUnixMs}
 	if got := o.TakeDropReport(); !proto.Equal(got, want) {
@@ -367,7 +370,7 @@ func TestFullDiskCrashesBadger(t *testing.T) {
 		t.Log("no fault")
 		return
 	}
-	out, err := child(t, "TestFullDiskCrashesBadger", mountTmpfs(t, 8<<20))
+	out, err := child(t, "TestFullDiskCrashesBadger", shoaltest.Tmpfs(t, 8<<20))
 	if err == nil || !strings.Contains(string(out), "SIGBUS") {
 		t.Fatalf("Badger on a full disk: err %v, output:\n%.2000s", err, out)
 	}

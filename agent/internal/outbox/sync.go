@@ -29,42 +29,58 @@ func (o *Outbox) startLoop() {
 	o.stop, o.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(o.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
+		var ticker <-chan time.Time
+		if o.opts.ticks == nil {
+			t := time.NewTicker(every)
+			defer t.Stop()
+			ticker = t.C
+		}
 		for {
 			select {
 			case <-o.stop:
 				return
-			case <-t.C:
-				o.maintain(every)
+			case now := <-ticker:
+				o.maintain(now, every)
+			case tk := <-o.opts.ticks: // tests only: nil otherwise
+				o.maintain(tk.at, every)
+				close(tk.done)
 			}
 		}
 	}()
 }
 
+// tick is one tick of the maintenance loop driven by a test
+// (Options.ticks): the loop runs at the time at, then closes done.
+type tick struct {
+	at   time.Time
+	done chan<- struct{}
+}
+
 // syncs reports whether the loop syncs Badger's log.
 func (o *Outbox) syncs() bool { return !o.opts.SyncWrites && o.opts.SyncInterval > 0 }
 
-func (o *Outbox) maintain(every time.Duration) {
+// maintain runs one tick of the loop, at now. The loop runs every every.
+func (o *Outbox) maintain(now time.Time, every time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return
 	}
-	if o.db == nil || o.broken || len(o.acked) > 0 || o.held.records > 0 || o.metaDirty {
+	if o.behind() {
 		o.writable()
 	} else {
 		o.room() // keeps Stats and the log current while nothing is written
 	}
 	// The ticker runs every SyncInterval unless that is longer than
 	// maintainEvery; then only every so many ticks sync.
-	if o.syncs() && o.db != nil && !o.broken && o.writes != o.synced && time.Since(o.stats.LastSync) >= o.opts.SyncInterval-every/2 {
-		o.sync()
+	if o.syncs() && o.db != nil && !o.broken && o.writes != o.synced && now.Sub(o.stats.LastSync) >= o.opts.SyncInterval-every/2 {
+		o.sync(now)
 	}
 }
 
-// sync makes everything written so far durable. The caller holds o.mu.
-func (o *Outbox) sync() {
+// sync makes everything written so far durable; now is the loop's tick.
+// The caller holds o.mu.
+func (o *Outbox) sync(now time.Time) {
 	writes := o.writes
 	if err := o.db.Sync(); err != nil {
 		o.stats.SyncErrors++
@@ -73,5 +89,5 @@ func (o *Outbox) sync() {
 	}
 	o.synced = writes
 	o.stats.Syncs++
-	o.stats.LastSync = time.Now()
+	o.stats.LastSync = now
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shoalfleet/shoal/internal/shoaltest"
 )
 
 // TestKillLosesNothing: with no sync at all, a record is safe from a crash
@@ -81,44 +83,92 @@ func TestKillLosesNothing(t *testing.T) {
 	}
 }
 
-// TestPeriodicSync: without SyncWrites the log is synced every SyncInterval,
-// and only when something was written.
+// ticker drives an outbox's maintenance loop by hand (Options.ticks), so
+// that a test's verdict on what the loop did is on ticks that happened.
+type ticker chan tick
+
+// tick has the loop run once at the time at, and returns once it has.
+func (c ticker) tick(at time.Time) {
+	done := make(chan struct{})
+	c <- tick{at, done}
+	<-done
+}
+
+// TestPeriodicSync: without SyncWrites the maintenance loop syncs Badger's
+// log every SyncInterval, and only when something was written.
 func TestPeriodicSync(t *testing.T) {
-	o := openAt(t, t.TempDir(), Options{SyncInterval: 5 * time.Millisecond})
+	const interval = time.Second // the loop ticks every interval
+	ticks := make(ticker)
+	o := openAt(t, t.TempDir(), Options{SyncInterval: interval, ticks: ticks})
 	defer o.Close()
+	at := time.Now()
+	next := func() {
+		at = at.Add(interval)
+		ticks.tick(at)
+	}
 	appendN(t, o, 1, 1)
-	deadline := time.Now().Add(wait)
-	for o.Stats().Syncs == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no sync after a write")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	next()
 	st := o.Stats()
-	if st.LastSync.IsZero() || st.SyncErrors != 0 {
-		t.Fatalf("after a sync: %+v", st)
+	if st.Syncs != 1 || !st.LastSync.Equal(at) || st.SyncErrors != 0 {
+		t.Fatalf("after a write and a tick: %+v", st)
 	}
-	time.Sleep(50 * time.Millisecond) // ten intervals with nothing written
+	for range 10 {
+		next()
+	}
 	if n := o.Stats().Syncs; n != st.Syncs {
-		t.Fatalf("%d syncs with nothing written", n-st.Syncs)
+		t.Fatalf("%d syncs in ten ticks with nothing written", n-st.Syncs)
 	}
 	if err := o.Ack(1, 1); err != nil {
 		t.Fatal(err)
 	}
-	for o.Stats().Syncs == st.Syncs {
-		if time.Now().After(deadline) {
-			t.Fatal("no sync after an ack")
-		}
-		time.Sleep(time.Millisecond)
+	next()
+	if st := o.Stats(); st.Syncs != 2 || !st.LastSync.Equal(at) {
+		t.Fatalf("after an ack and a tick: %+v", st)
 	}
+}
 
+// TestPeriodicSyncSlowerThanTheLoop: a SyncInterval over maintainEvery
+// leaves the loop ticking every maintainEvery and syncing every so many
+// ticks: with twice maintainEvery, every other tick.
+func TestPeriodicSyncSlowerThanTheLoop(t *testing.T) {
+	ticks := make(ticker)
+	o := openAt(t, t.TempDir(), Options{SyncInterval: 2 * maintainEvery, ticks: ticks})
+	defer o.Close()
+	start := time.Now()
+	for i, want := range []uint64{1, 1, 2, 2, 3} { // a write before every tick
+		appendN(t, o, i+1, 1)
+		ticks.tick(start.Add(time.Duration(i) * maintainEvery))
+		if st := o.Stats(); st.Syncs != want {
+			t.Fatalf("tick %d, %s in: %d syncs; want %d", i, time.Duration(i)*maintainEvery, st.Syncs, want)
+		}
+	}
+}
+
+// TestNoPeriodicSync: with SyncInterval negative, or SyncWrites, the loop
+// never syncs.
+func TestNoPeriodicSync(t *testing.T) {
 	for _, opts := range []Options{{SyncInterval: -1}, {SyncWrites: true, SyncInterval: 5 * time.Millisecond}} {
+		ticks := make(ticker)
+		opts.ticks = ticks
 		o := openAt(t, t.TempDir(), opts)
-		appendN(t, o, 1, 3)
-		time.Sleep(30 * time.Millisecond)
+		at := time.Now()
+		for i := range 10 {
+			appendN(t, o, i+1, 1)
+			at = at.Add(maintainEvery)
+			ticks.tick(at)
+		}
 		if n := o.Stats().Syncs; n != 0 {
-			t.Errorf("%+v: %d periodic syncs", opts, n)
+			t.Errorf("%+v: %d periodic syncs in ten ticks after writes", opts, n)
 		}
 		o.Close()
 	}
+}
+
+// TestPeriodicSyncOnItsOwn: the loop runs on a ticker of its own.
+func TestPeriodicSyncOnItsOwn(t *testing.T) {
+	o := openAt(t, t.TempDir(), Options{SyncInterval: 5 * time.Millisecond})
+	defer o.Close()
+	appendN(t, o, 1, 1)
+	shoaltest.Eventually(t, "a sync after a write", shoaltest.Holds(
+		func() bool { return o.Stats().Syncs > 0 }, statsOf(o)))
 }
