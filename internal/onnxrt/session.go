@@ -98,16 +98,15 @@ func OpenFileData(path string, data []byte, opts Options) (*Session, error) {
 	if err := checkSize(data); err != nil {
 		return nil, err
 	}
-	io, err := ort.NewSessionOptions()
+	inspectOpts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("session options: %w", err)
 	}
-	defer io.Destroy()
-	io.SetIntraOpNumThreads(1)
-	io.SetInterOpNumThreads(1)
-	io.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
-	io.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
-	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, io)
+	defer inspectOpts.Destroy()
+	if err := oneThreadNoSpinning(inspectOpts); err != nil {
+		return nil, fmt.Errorf("options of the session that reads the model's inputs and outputs: %w", err)
+	}
+	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, inspectOpts)
 	if err != nil {
 		return nil, loadError(err)
 	}
@@ -140,7 +139,9 @@ func OpenFileData(path string, data []byte, opts Options) (*Session, error) {
 		if err := so.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
 			return nil, fmt.Errorf("set intra-op threads: %w", err)
 		}
-		so.SetInterOpNumThreads(1)
+		if err := so.SetInterOpNumThreads(1); err != nil {
+			return nil, fmt.Errorf("set inter-op threads: %w", err)
+		}
 	}
 	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, inNames, outNames, so)
 	if err != nil {
@@ -148,6 +149,22 @@ func OpenFileData(path string, data []byte, opts Options) (*Session, error) {
 	}
 	s.s = sess
 	return s, nil
+}
+
+// oneThreadNoSpinning sets so to run on one thread that never spins.
+func oneThreadNoSpinning(so *ort.SessionOptions) error {
+	if err := so.SetIntraOpNumThreads(1); err != nil {
+		return fmt.Errorf("set intra-op threads: %w", err)
+	}
+	if err := so.SetInterOpNumThreads(1); err != nil {
+		return fmt.Errorf("set inter-op threads: %w", err)
+	}
+	for _, key := range []string{"session.intra_op.allow_spinning", "session.inter_op.allow_spinning"} {
+		if err := so.AddSessionConfigEntry(key, "0"); err != nil {
+			return fmt.Errorf("set %s: %w", key, err)
+		}
+	}
+	return nil
 }
 
 func checkSize(data []byte) error {
