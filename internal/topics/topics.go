@@ -18,23 +18,24 @@ const DefaultPrefix = "shoal/v1"
 // Kind is the last segment of a device topic.
 type Kind string
 
-// The device topic kinds of DESIGN §3.
+// The device topic kinds of DESIGN §3, less its stats topic: data
+// statistics ride inside telemetry records (docs/ARCHITECTURE.md,
+// "Departures"), so a stats topic is unknown like any other.
 const (
 	Desired   Kind = "desired"
 	Reported  Kind = "reported"
 	Telemetry Kind = "telemetry"
-	Stats     Kind = "stats"
 	Ack       Kind = "ack"
 	Status    Kind = "status"
 )
 
 // Kinds lists every kind, in protocol order.
-var Kinds = []Kind{Desired, Reported, Telemetry, Stats, Ack, Status}
+var Kinds = []Kind{Desired, Reported, Telemetry, Ack, Status}
 
 // AgentPublishes reports whether an agent may publish on topics of kind k.
 func (k Kind) AgentPublishes() bool {
 	switch k {
-	case Reported, Telemetry, Stats, Status:
+	case Reported, Telemetry, Status:
 		return true
 	}
 	return false

@@ -25,6 +25,7 @@ func TestParseRejects(t *testing.T) {
 		"shoal/v1/d/x",
 		"shoal/v1/d/x/desired/extra",
 		"shoal/v1/d/x/unknown",
+		"shoal/v1/d/x/stats", // statistics ride in telemetry records
 		"shoal/v1/d/+/desired",
 		"shoal/v1/d//desired",
 		"shoal/v1/d/-x/desired",

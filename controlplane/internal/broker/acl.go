@@ -109,7 +109,7 @@ func (h *deviceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 			return true
 		}
 		h.publishRefused.Add(1)
-		h.logRefusal("publish", cl, "topic is not one of the device's own reported, telemetry, stats or status topics", "topic", clip(topic))
+		h.logRefusal("publish", cl, "topic is not one of the device's own reported, telemetry or status topics", "topic", clip(topic))
 		return false
 	}
 	if h.isServiceUser(cl.ID) {

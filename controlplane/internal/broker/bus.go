@@ -6,8 +6,8 @@
 // Devices connect with username = client id = device id and the password
 // issued at enrollment. On the embedded broker a device may subscribe only
 // to its own desired and ack topics (or its own d/{id}/#, which then yields
-// only those two), and publish only to its own reported, telemetry, stats
-// and status topics; its last will must be one of those too. The control
+// only those two), and publish only to its own reported, telemetry and
+// status topics; its last will must be one of those too. The control
 // plane's own publications and subscriptions go through mochi's inline
 // client, which bypasses the hook.
 package broker

@@ -1794,7 +1794,10 @@ func (x *FeatureProfile) GetReference() *FeatureStats {
 	return nil
 }
 
-// StatsReport is published on shoal/v1/d/{id}/stats.
+// StatsReport is the control plane's stored form of a model version's data
+// statistics merged over a drift window. It is not sent: agents send their
+// statistics inside TelemetryRecord (input_stats, output_stats), and there
+// is no stats topic.
 type StatsReport struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	SchemaVersion     uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
