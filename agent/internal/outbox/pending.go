@@ -9,6 +9,10 @@ import (
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
+// Reading the queue for the next batch, oldest first. It runs under
+// Outbox.mu, and records in drops.pending what it returned, for
+// TakeDropReport.
+
 // Pending returns up to max queued records, oldest first (max ≤ 0 means
 // DefaultBatchSize), each with its sequence in Seq. A record that can no
 // longer be decoded is deleted and reported as dropped. While the database
