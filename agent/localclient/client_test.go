@@ -298,7 +298,7 @@ func TestTensorJSON(t *testing.T) {
 		t    localclient.Tensor
 		want string
 	}{
-		{localclient.NewTensor("a", []int64{2}, []float32{1.5, float32(math.NaN())}), `{"name":"a","datatype":"FP32","shape":[2],"data":[1.5,"NaN"]}`},
+		{localclient.NewTensor("a", []int64{5}, []float32{1.5, float32(math.NaN()), 1e-7, 1e6, 0.1}), `{"name":"a","datatype":"FP32","shape":[5],"data":[1.5,"NaN",1e-7,1000000,0.1]}`},
 		{localclient.NewTensor("b", nil, []float64{0.1, math.Inf(1), math.Inf(-1)}), `{"name":"b","datatype":"FP64","shape":[3],"data":[0.1,"Infinity","-Infinity"]}`},
 		{localclient.NewTensor("c", []int64{1, 2}, []uint8{0, 255}), `{"name":"c","datatype":"UINT8","shape":[1,2],"data":[0,255]}`},
 		{localclient.NewTensor("d", nil, []string{"x\"y"}), `{"name":"d","datatype":"BYTES","shape":[1],"data":["x\"y"]}`},
