@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
@@ -61,9 +62,9 @@ func waitFailed(t *testing.T, c *client.Client, id, model, activeVersion, want s
 
 func mustServe(t *testing.T, fa *fleetAgent, version string) {
 	t.Helper()
-	out, code, body, err := fa.infer("clf", "sensor values", []int64{1, 4}, []float32{1, 2, 3, 4})
-	if err != nil || code != 200 {
-		t.Fatalf("%s no longer serves: %d %s %v", fa.id, code, body, err)
+	out, err := fa.infer("clf", "sensor values", []int64{1, 4}, []float32{1, 2, 3, 4})
+	if err != nil {
+		t.Fatalf("%s no longer serves: %v", fa.id, err)
 	}
 	if out.ModelVersion != version {
 		t.Fatalf("%s serves %q; want %q", fa.id, out.ModelVersion, version)
@@ -168,11 +169,13 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("%s → %d %q; want 400 naming %q", c.body, resp.StatusCode, e.Error, c.want)
 			}
 		}
-		resp, err := http.Post(b.api+"/v2/models/unknown/infer", "application/json", strings.NewReader(`{"inputs":[]}`))
-		if err != nil || resp.StatusCode != 404 {
-			t.Errorf("unknown model: %v %v; want 404", resp.StatusCode, err)
+		api, err := b.localAPI()
+		if err != nil {
+			t.Fatal(err)
 		}
-		resp.Body.Close()
+		if _, err := api.Infer(ctx, localclient.InferRequest{Model: "unknown"}); localclient.StatusOf(err) != http.StatusNotFound {
+			t.Errorf("unknown model: %v; want a 404", err)
+		}
 		mustServe(t, b, "1")
 	})
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/internal/shoaltest"
 	"github.com/shoalfleet/shoal/internal/trust"
 )
@@ -149,31 +151,31 @@ func ortModel(t *testing.T, name string) string {
 	return filepath.Join(strings.TrimSpace(string(out)), "test_data", name)
 }
 
-const sumBody = `{"inputs":[{"name":"input_vectors","shape":[2,10],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]}]}`
-
+// inferSums runs the summer model (example_dynamic_axes.onnx: each row's
+// sum) on two rows, 1..10 and 11..20, on the agent at api.
 func inferSums(api string) ([]float64, error) {
-	resp, err := http.Post(api+"/v2/models/summer/infer", "application/json", strings.NewReader(sumBody))
+	c, err := localclient.New(api)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("%s: %s", resp.Status, data)
-	}
-	var r struct {
-		Outputs []struct {
-			Name string    `json:"name"`
-			Data []float64 `json:"data"`
-		} `json:"outputs"`
-	}
-	if err := json.Unmarshal(data, &r); err != nil {
+	x := []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}
+	r, err := c.Infer(context.Background(), localclient.InferRequest{Model: "summer", Inputs: []localclient.Tensor{localclient.NewTensor("input_vectors", []int64{2, 10}, x)}})
+	if err != nil {
 		return nil, err
 	}
 	if len(r.Outputs) != 1 || r.Outputs[0].Name != "output_scalars" {
-		return nil, fmt.Errorf("outputs = %s", data)
+		return nil, fmt.Errorf("outputs = %+v; want output_scalars alone", r.Outputs)
 	}
-	return r.Outputs[0].Data, nil
+	return r.Outputs[0].Float64s()
+}
+
+// agentLive returns nil once the agent at api answers that it is live.
+func agentLive(api string) error {
+	c, err := localclient.New(api)
+	if err != nil {
+		return err
+	}
+	return c.Live(context.Background())
 }
 
 // TestBinariesSpine runs the real binaries as a new user would: serve,
@@ -214,13 +216,7 @@ func TestBinariesSpine(t *testing.T) {
 			"--broker", "tcp://"+mqttAddr, "--device-id", id, "--enroll-token", tok.Token, "--api-addr", api)
 		agentProcs = append(agentProcs, p)
 		agents[id] = "http://" + api
-		shoaltest.Eventually(t, id+" live", func() error {
-			_, code, err := httpGet(agents[id] + "/v2/health/live")
-			if err == nil && code != 200 {
-				err = fmt.Errorf("status %d", code)
-			}
-			return err
-		})
+		shoaltest.Eventually(t, id+" live", func() error { return agentLive(agents[id]) })
 	}
 
 	junk := filepath.Join(dir, "junk.onnx")

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
@@ -98,37 +95,26 @@ func (fa *fleetAgent) shutdown(t *testing.T) {
 	fa.a.Close()
 }
 
-type inferOut struct {
-	ModelName    string `json:"model_name"`
-	ModelVersion string `json:"model_version"`
-	Outputs      []struct {
-		Name     string          `json:"name"`
-		Datatype string          `json:"datatype"`
-		Shape    []int64         `json:"shape"`
-		Data     json.RawMessage `json:"data"`
-	} `json:"outputs"`
+// localAPI returns a client of fa's local API.
+func (fa *fleetAgent) localAPI() (*localclient.Client, error) {
+	return localclient.New(fa.api)
 }
 
-// infer posts an Open Inference Protocol request with one FP32 input.
-func (fa *fleetAgent) infer(model, input string, shape []int64, x []float32) (*inferOut, int, string, error) {
-	body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": input, "shape": shape, "datatype": "FP32", "data": x}}})
-	resp, err := http.Post(fa.api+"/v2/models/"+model+"/infer", "application/json", bytes.NewReader(body))
+// infer runs model on fa with one FP32 input. Only a success counts as
+// made.
+func (fa *fleetAgent) infer(model, input string, shape []int64, x []float32) (*localclient.InferResponse, error) {
+	c, err := fa.localAPI()
 	if err != nil {
-		return nil, 0, "", err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return nil, resp.StatusCode, string(data), nil
+	out, err := c.Infer(context.Background(), localclient.InferRequest{Model: model, Inputs: []localclient.Tensor{localclient.NewTensor(input, shape, x)}})
+	if err != nil {
+		return nil, err
 	}
 	fa.mu.Lock()
 	fa.made++
 	fa.mu.Unlock()
-	var out inferOut
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, resp.StatusCode, string(data), err
-	}
-	return &out, resp.StatusCode, string(data), nil
+	return out, nil
 }
 
 func waitDevices(t *testing.T, c *client.Client, what string, cond func([]client.Device) error) {
@@ -176,9 +162,9 @@ func checkPredictions(t *testing.T, fa *fleetAgent, ref *onnxrt.Session, version
 	t.Helper()
 	for i := 0; i < n; i++ {
 		x := []float32{float32(r.NormFloat64()), float32(r.NormFloat64()), float32(r.NormFloat64()), float32(r.NormFloat64())}
-		out, code, body, err := fa.infer("clf", "sensor values", []int64{1, 4}, x)
-		if err != nil || code != 200 {
-			t.Fatalf("%s infer: %d %s %v", fa.id, code, body, err)
+		out, err := fa.infer("clf", "sensor values", []int64{1, 4}, x)
+		if err != nil {
+			t.Fatalf("%s infer: %v", fa.id, err)
 		}
 		if out.ModelVersion != version {
 			t.Fatalf("%s served version %q; want %q", fa.id, out.ModelVersion, version)
@@ -196,21 +182,19 @@ func checkPredictions(t *testing.T, fa *fleetAgent, ref *onnxrt.Session, version
 				found = true
 				switch wd := w.Data.(type) {
 				case []float32:
-					var got []float64
-					json.Unmarshal(o.Data, &got)
-					if len(got) != len(wd) {
-						t.Fatalf("%s output %s = %v; want %v", fa.id, o.Name, got, wd)
+					got, err := o.Float32s()
+					if err != nil || len(got) != len(wd) {
+						t.Fatalf("%s output %s = %v (%v); want %v", fa.id, o.Name, got, err, wd)
 					}
 					for j := range wd {
-						if float32(got[j]) != wd[j] {
-							t.Fatalf("%s output %s[%d] = %v; ORT gives %v", fa.id, o.Name, j, float32(got[j]), wd[j])
+						if got[j] != wd[j] {
+							t.Fatalf("%s output %s[%d] = %v; ORT gives %v", fa.id, o.Name, j, got[j], wd[j])
 						}
 					}
 				case []int64:
-					var got []int64
-					json.Unmarshal(o.Data, &got)
-					if fmt.Sprint(got) != fmt.Sprint(wd) {
-						t.Fatalf("%s output %s = %v; ORT gives %v", fa.id, o.Name, got, wd)
+					got, err := o.Int64s()
+					if err != nil || fmt.Sprint(got) != fmt.Sprint(wd) {
+						t.Fatalf("%s output %s = %v (%v); ORT gives %v", fa.id, o.Name, got, err, wd)
 					}
 				}
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 )
@@ -63,9 +63,11 @@ type soak struct {
 }
 
 type agent struct {
-	id  string
-	api string // http://host:port
-	p   *proc
+	id   string
+	api  string              // http://host:port
+	ctl  *localclient.Client // health checks, on the scrapes' connection
+	load *localclient.Client // predictions, on their own
+	p    *proc
 
 	ok, failed, modelFailed atomic.Uint64
 	errMu                   sync.Mutex
@@ -173,6 +175,12 @@ func (s *soak) setup(ctx context.Context) error {
 			return err
 		}
 		a := &agent{id: id, api: "http://" + addr}
+		if a.ctl, err = localclient.New(a.api, localclient.WithHTTPClient(s.hc)); err != nil {
+			return err
+		}
+		if a.load, err = localclient.New(a.api, localclient.WithHTTPClient(s.load)); err != nil {
+			return err
+		}
 		a.p = &proc{name: "agent " + id, bin: filepath.Join(s.bin, "shoal-agent"), log: filepath.Join(dataDir, "agent.log"),
 			args: []string{"run", "--data-dir", dataDir, "--server", s.cpURL, "--device-id", id, "--enroll-token", tok.Token,
 				"--api-addr", addr, "--telemetry-window", s.o.window.String(), "--intra-op-threads", "1"}}
@@ -182,7 +190,7 @@ func (s *soak) setup(ctx context.Context) error {
 		s.agents = append(s.agents, a)
 	}
 	for _, a := range s.agents {
-		if err := waitHTTP(ctx, s.hc, a.api+"/v2/health/live", readyTimeout); err != nil {
+		if err := waitFor(ctx, readyTimeout, a.ctl.Live); err != nil {
 			return fmt.Errorf("agent %s did not come up: %w\n%s", a.id, err, a.p.tail(2000))
 		}
 	}
@@ -210,24 +218,19 @@ func (s *soak) setup(ctx context.Context) error {
 
 // waitCP waits until the control plane's API answers.
 func (s *soak) waitCP(ctx context.Context) error {
-	if err := waitHTTP(ctx, s.hc, s.cpURL+"/api/v1/trust/public-key", readyTimeout); err != nil {
+	if err := waitFor(ctx, readyTimeout, httpOK(s.hc, s.cpURL+"/api/v1/trust/public-key")); err != nil {
 		return fmt.Errorf("control plane did not come up: %w\n%s", err, s.cp.tail(3000))
 	}
 	return nil
 }
 
-func waitHTTP(ctx context.Context, hc *http.Client, url string, timeout time.Duration) error {
+// waitFor calls check until it returns nil, for up to timeout.
+func waitFor(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := hc.Do(req)
+		err := check(ctx)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET %s: %s", url, resp.Status)
+			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -236,6 +239,26 @@ func waitHTTP(ctx context.Context, hc *http.Client, url string, timeout time.Dur
 			return err
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// httpOK is a check that GET url answers 200.
+func httpOK(hc *http.Client, url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
 	}
 }
 
@@ -406,13 +429,13 @@ func (s *soak) drive(a *agent) {
 	h := fnv.New64a()
 	h.Write([]byte(a.id))
 	r := rand.New(rand.NewPCG(h.Sum64(), 1))
-	bodies := make([][]byte, 64)
-	for i := range bodies {
-		x := make([]float64, features)
+	reqs := make([]localclient.InferRequest, 64)
+	for i := range reqs {
+		x := make([]float32, features)
 		for j := range x {
-			x[j] = r.NormFloat64()
+			x[j] = float32(r.NormFloat64())
 		}
-		bodies[i], _ = json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "x", "shape": []int{1, features}, "datatype": "FP32", "data": x}}})
+		reqs[i] = localclient.InferRequest{Model: modelName, Inputs: []localclient.Tensor{localclient.NewTensor("x", []int64{1, features}, x)}}
 	}
 	interval := time.Duration(float64(time.Second) / s.o.rate)
 	select { // spread the agents' ticks
@@ -422,40 +445,24 @@ func (s *soak) drive(a *agent) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	url := a.api + "/v2/models/" + modelName + "/infer"
 	for i := 0; ; i++ {
 		select {
 		case <-s.loadStop:
 			return
 		case <-t.C:
 		}
-		code, err := post(s.load, url, bodies[i%len(bodies)])
-		switch {
-		case err == nil && code == http.StatusOK:
-			a.ok.Add(1)
-		default:
+		if _, err := a.load.Infer(context.Background(), reqs[i%len(reqs)]); err != nil {
 			a.failed.Add(1)
-			if code == http.StatusInternalServerError {
+			if localclient.StatusOf(err) == http.StatusInternalServerError {
 				a.modelFailed.Add(1) // the agent counts these in its telemetry
-			}
-			if err == nil {
-				err = fmt.Errorf("status %d", code)
 			}
 			a.errMu.Lock()
 			a.lastErr = err.Error()
 			a.errMu.Unlock()
+			continue
 		}
+		a.ok.Add(1)
 	}
-}
-
-func post(hc *http.Client, url string, body []byte) (int, error) {
-	resp, err := hc.Post(url, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, nil
 }
 
 // counted is what the agent's telemetry should hold for the harness's

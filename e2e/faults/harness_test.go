@@ -30,7 +30,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +54,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalfleet/shoal/agent/localclient"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/shoaltest"
@@ -578,6 +578,7 @@ type Agent struct {
 	runs   int
 	token  string
 	made   atomic.Int64
+	api    *localclient.Client
 	broker string   // --broker, when set
 	env    []string // extra environment of every run
 }
@@ -603,6 +604,11 @@ type AgentOptions struct {
 func NewAgent(t *testing.T, cp *ControlPlane, id string, o AgentOptions) *Agent {
 	t.Helper()
 	a := &Agent{ID: id, Dir: o.Dir, APIAddr: freeAddr(t), Server: o.Server, Window: o.Window, broker: o.Broker, env: o.Env}
+	api, err := localclient.New("http://" + a.APIAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.api = api
 	if a.Dir == "" {
 		a.Dir = t.TempDir()
 	}
@@ -628,11 +634,7 @@ func (a *Agent) Start(t *testing.T, failpoints string) *Proc {
 		if p.Exited() {
 			t.Fatalf("%s exited at start: %v\n%s", p.Name, p.err, p.Tail(3000))
 		}
-		_, code, err := httpGet("http://" + a.APIAddr + "/v2/health/live")
-		if err == nil && code != http.StatusOK {
-			err = fmt.Errorf("live: status %d", code)
-		}
-		return err
+		return a.api.Live(context.Background())
 	})
 	return p
 }
@@ -674,29 +676,14 @@ func (a *Agent) Kill(t *testing.T) { t.Helper(); a.proc.Kill(t) }
 func (a *Agent) Made() int { return int(a.made.Load()) }
 
 // Predict makes one prediction of the "clf" model and returns the version
-// that served it. Only a 200 counts as made.
+// that served it. Only a success counts as made.
 func (a *Agent) Predict() (string, error) {
 	x := []float32{rand.Float32(), rand.Float32(), rand.Float32(), rand.Float32()}
-	body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "sensor values", "shape": []int{1, 4}, "datatype": "FP32", "data": x}}})
-	resp, err := http.Post("http://"+a.APIAddr+"/v2/models/clf/infer", "application/json", bytes.NewReader(body))
+	out, err := a.api.Infer(context.Background(), localclient.InferRequest{Model: "clf", Inputs: []localclient.Tensor{localclient.NewTensor("sensor values", []int64{1, 4}, x)}})
 	if err != nil {
 		return "", err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("infer: %s: %s", resp.Status, data)
 	}
 	a.made.Add(1)
-	var out struct {
-		ModelVersion string `json:"model_version"`
-	}
-	if err := json.Unmarshal(data, &out); err != nil {
-		return "", fmt.Errorf("infer: %v: %s", err, data)
-	}
 	return out.ModelVersion, nil
 }
 
@@ -744,29 +731,15 @@ func (a *Agent) Round(t *testing.T) bool {
 
 // Ready asks the agent's local API whether model is ready and which
 // version serves it.
-func (a *Agent) Ready(model string) (code int, version string, err error) {
-	data, code, err := httpGet("http://" + a.APIAddr + "/v2/models/" + model + "/ready")
-	if err != nil || code != http.StatusOK {
-		return code, "", err
-	}
-	var r struct {
-		Version string `json:"version"`
-		Ready   bool   `json:"ready"`
-	}
-	if err := json.Unmarshal(data, &r); err != nil || !r.Ready {
-		return code, "", fmt.Errorf("ready: %s (%v)", data, err)
-	}
-	return code, r.Version, nil
-}
-
-func httpGet(url string) ([]byte, int, error) {
-	resp, err := http.Get(url)
+func (a *Agent) Ready(model string) (version string, err error) {
+	st, err := a.api.ModelReady(context.Background(), model, "")
 	if err != nil {
-		return nil, 0, err
+		return "", err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return data, resp.StatusCode, err
+	if !st.Ready {
+		return "", fmt.Errorf("model %s: the agent answered 200 but not ready: %+v", model, st)
+	}
+	return st.Version, nil
 }
 
 // ArtifactRequest is one artifact download the proxy passed on.
