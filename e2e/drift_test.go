@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
@@ -156,7 +157,7 @@ func TestDriftAlert(t *testing.T) {
 	if err != nil {
 		t.Fatalf("push dataset: %v", err)
 	}
-	job, err := c.SubmitJob(ctx, client.JobSpec{Dataset: ds.Name, Model: model, Trainer: "logistic", Seed: 1})
+	job, err := c.SubmitJob(ctx, client.JobSpec{Dataset: ds.Name, Model: model, TrainingSpec: client.TrainingSpec{Trainer: "logistic", Seed: 1}})
 	if err != nil {
 		t.Fatalf("submit training job: %v", err)
 	}
@@ -227,8 +228,10 @@ func TestDriftAlert(t *testing.T) {
 	// The retraining loop: on an alert, retrain on the data set's latest
 	// version — the training data plus labelled rows from the field, which
 	// see the shift — gate it, and roll the candidate out.
-	if _, err := c.SetLoopPolicy(ctx, model, client.LoopPolicy{Retrain: true,
-		Rollout: json.RawMessage(`{"health":{"predictions":0,"seconds":0},"stages":[{"name":"canary","count":1},{"name":"all","percent":100}]}`)}); err != nil {
+	if _, err := c.SetLoopPolicy(ctx, model, client.LoopPolicy{Retrain: true, Rollout: &apiv1.RolloutSpec{
+		Health: &apiv1.HealthCheck{Predictions: 0, Seconds: 0},
+		Stages: []apiv1.Stage{{Name: "canary", Count: 1}, {Name: "all", Percent: 100}},
+	}}); err != nil {
 		t.Fatalf("set retraining policy: %v", err)
 	}
 	if _, err := c.PushDataset(ctx, "sensors", "class", "classification", strings.NewReader(driftCSVShifted(rand.New(rand.NewPCG(7, 11)), 600, 300, 3))); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
@@ -178,7 +179,7 @@ func rolloutModel(t *testing.T, kind string, seed uint64) []byte {
 	return data
 }
 
-func (f *rolloutFleet) create(spec map[string]any) client.Rollout {
+func (f *rolloutFleet) create(spec apiv1.RolloutSpec) client.Rollout {
 	f.t.Helper()
 	r, err := f.cp.Client.CreateRollout(context.Background(), spec)
 	if err != nil {
@@ -257,22 +258,23 @@ func serving(t *testing.T, fa *fleetAgent) string {
 	return out.ModelVersion
 }
 
-func stagesSpec(version, onFailure string, soak time.Duration, sizes ...any) map[string]any {
-	var stages []map[string]any
+// stagesSpec is a rollout of model m at version through stages of the
+// given cumulative sizes (a count of devices, or "20%"), each soaking
+// soak, its devices reporting healthy once active (health {0, 0}).
+func stagesSpec(version, onFailure string, soak time.Duration, sizes ...any) apiv1.RolloutSpec {
+	var stages []apiv1.Stage
 	for i, s := range sizes {
-		st := map[string]any{"name": fmt.Sprintf("s%d", i+1), "soak": soak.String(), "timeout": "1h"}
+		st := apiv1.Stage{Name: fmt.Sprintf("s%d", i+1), Soak: apiv1.Duration(soak), Timeout: apiv1.Duration(time.Hour)}
 		switch v := s.(type) {
 		case int:
-			st["count"] = v
+			st.Count = v
 		case string:
-			var p float64
-			fmt.Sscanf(v, "%g%%", &p)
-			st["percent"] = p
+			fmt.Sscanf(v, "%g%%", &st.Percent)
 		}
 		stages = append(stages, st)
 	}
-	return map[string]any{"model": "m", "version": version, "on_failure": onFailure, "stages": stages,
-		"health": map[string]any{"predictions": 0, "seconds": 0}}
+	return apiv1.RolloutSpec{Model: "m", Version: version, OnFailure: onFailure, Stages: stages,
+		Health: &apiv1.HealthCheck{Predictions: 0, Seconds: 0}}
 }
 
 // TestRolloutFiftyAgents: 50 agents, stages of 2 devices, 20% and 100%,
@@ -417,12 +419,11 @@ func TestRolloutHealthGates(t *testing.T) {
 		// The canary soaks an hour of the control plane's clock, which
 		// stands still here: the health gate has all the time it needs.
 		spec := stagesSpec(tc.version, "rollback", time.Hour, 2, "100%")
-		var gate map[string]any
-		if err := json.Unmarshal([]byte(tc.gate), &gate); err != nil {
+		gate := &spec.Stages[0].Health
+		if err := json.Unmarshal([]byte(tc.gate), gate); err != nil {
 			t.Fatal(err)
 		}
-		gate["min_predictions"] = 20
-		spec["stages"].([]map[string]any)[0]["health"] = gate
+		gate.MinPredictions = 20
 		r := f.create(spec)
 		r = f.waitRollout(r.ID, "canary active", func(r client.Rollout) error {
 			if n := r.Phases["healthy"] + r.Phases["active"]; n != 2 {

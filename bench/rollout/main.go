@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/shoalfleet/shoal/agent"
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/internal/onnxbuild"
 	"github.com/shoalfleet/shoal/internal/procstats"
@@ -254,10 +255,11 @@ func measure(ctx context.Context, c *client.Client, pid int, server, version str
 			}
 		}
 	}()
-	r, err := c.CreateRollout(ctx, map[string]any{
-		"model": "bench", "version": version,
-		"health": map[string]any{"predictions": 0, "seconds": 0},
-		"stages": []map[string]any{{"name": "all", "percent": 100, "timeout": "10m"}},
+	// Health {0, 0}: an agent reports the version healthy once active.
+	r, err := c.CreateRollout(ctx, apiv1.RolloutSpec{
+		Model: "bench", Version: version,
+		Health: &apiv1.HealthCheck{Predictions: 0, Seconds: 0},
+		Stages: []apiv1.Stage{{Name: "all", Percent: 100, Timeout: apiv1.Duration(10 * time.Minute)}},
 	})
 	if err != nil {
 		close(stopSampling)

@@ -4,19 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 )
 
-// CaptureCounts counts a model's captured predictions (docs/API.md,
-// Captures): rows kept, those with a label, and rows by model version.
-type CaptureCounts struct {
-	Model     string            `json:"model"`
-	Rows      uint64            `json:"rows"`
-	Labelled  uint64            `json:"labelled"`
-	ByVersion map[string]uint64 `json:"by_version"`
-}
-
-// Captures returns model's capture counts.
-func (c *Client) Captures(ctx context.Context, model string) (n CaptureCounts, err error) {
+// Captures returns model's capture counts (docs/API.md, Captures): rows
+// kept, those with a label, and rows by model version.
+func (c *Client) Captures(ctx context.Context, model string) (n apiv1.CaptureCounts, err error) {
 	err = c.getJSON(ctx, "/api/v1/captures/"+url.PathEscape(model), &n)
 	return n, err
 }
@@ -24,7 +18,7 @@ func (c *Client) Captures(ctx context.Context, model string) (n CaptureCounts, e
 // CapturesToDataset stores model's labelled captured rows as the next
 // version of dataset name, the label in column label ("" for "label"),
 // and returns that version.
-func (c *Client) CapturesToDataset(ctx context.Context, model, name, label string) (v DatasetVersion, err error) {
+func (c *Client) CapturesToDataset(ctx context.Context, model, name, label string) (v apiv1.DatasetVersion, err error) {
 	q := url.Values{"name": {name}}
 	if label != "" {
 		q.Set("label", label)

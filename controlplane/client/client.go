@@ -1,5 +1,6 @@
 // Package client is a Go client for the Shoal control plane's HTTP API
-// (docs/API.md). The admin CLI, the demo and end-to-end tests use it.
+// (docs/API.md). The admin CLI, the demo and end-to-end tests use it. The
+// bodies it sends and returns are the API's own types, package apiv1.
 package client
 
 import (
@@ -15,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 )
 
 // Client talks to one control plane.
@@ -41,6 +44,9 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RequestID names the request in the control plane's log (the
+	// X-Request-Id it answered with), for a server error's cause.
+	RequestID string
 }
 
 func (e *Error) Error() string {
@@ -74,13 +80,8 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		apiErr := &Error{Status: resp.StatusCode}
+		var e apiv1.ErrorBody
+		apiErr := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get(apiv1.RequestIDHeader)}
 		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
 			apiErr.Code, apiErr.Message = e.Error.Code, e.Error.Message
 		} else {
@@ -122,65 +123,30 @@ func (c *Client) sendJSON(ctx context.Context, method, path string, in, out any)
 	return c.do(ctx, method, path, bytes.NewReader(data), "application/json", out)
 }
 
-// TensorSpec is a model input or output.
-type TensorSpec struct {
-	Name     string  `json:"name"`
-	DataType string  `json:"datatype"`
-	Shape    []int64 `json:"shape"`
-}
-
-// ModelVersion is one version in the registry.
-type ModelVersion struct {
-	Name        string       `json:"name"`
-	Version     string       `json:"version"`
-	SHA256      string       `json:"sha256"`
-	Size        int64        `json:"size"`
-	CreatedAt   time.Time    `json:"created_at"`
-	ArtifactURL string       `json:"artifact_url"`
-	Signature   string       `json:"signature"`
-	KeyID       string       `json:"key_id"`
-	Inputs      []TensorSpec `json:"inputs"`
-	Outputs     []TensorSpec `json:"outputs"`
-	// Validation is set on a version a training job made.
-	Validation *Validation `json:"validation,omitempty"`
-}
-
-// ModelSummary is one model in the model list.
-type ModelSummary struct {
-	Name      string    `json:"name"`
-	Versions  []string  `json:"versions"`
-	Latest    string    `json:"latest"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
 // PushModel uploads an ONNX model as name/version. created is false when
 // the identical bytes were already stored under that version.
-func (c *Client) PushModel(ctx context.Context, name, version string, body io.Reader) (mv ModelVersion, err error) {
+func (c *Client) PushModel(ctx context.Context, name, version string, body io.Reader) (mv apiv1.ModelVersion, err error) {
 	path := "/api/v1/models/" + url.PathEscape(name) + "/versions/" + url.PathEscape(version)
 	err = c.do(ctx, http.MethodPut, path, body, "application/octet-stream", &mv)
 	return mv, err
 }
 
 // Models lists models.
-func (c *Client) Models(ctx context.Context) ([]ModelSummary, error) {
-	var out struct {
-		Models []ModelSummary `json:"models"`
-	}
+func (c *Client) Models(ctx context.Context) ([]apiv1.ModelSummary, error) {
+	var out apiv1.ModelList
 	err := c.getJSON(ctx, "/api/v1/models", &out)
 	return out.Models, err
 }
 
 // Model returns every version of a model.
-func (c *Client) Model(ctx context.Context, name string) ([]ModelVersion, error) {
-	var out struct {
-		Versions []ModelVersion `json:"versions"`
-	}
+func (c *Client) Model(ctx context.Context, name string) ([]apiv1.ModelVersion, error) {
+	var out apiv1.ModelVersions
 	err := c.getJSON(ctx, "/api/v1/models/"+url.PathEscape(name), &out)
 	return out.Versions, err
 }
 
 // ModelVersion returns one version.
-func (c *Client) ModelVersion(ctx context.Context, name, version string) (mv ModelVersion, err error) {
+func (c *Client) ModelVersion(ctx context.Context, name, version string) (mv apiv1.ModelVersion, err error) {
 	err = c.getJSON(ctx, "/api/v1/models/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version), &mv)
 	return mv, err
 }
@@ -199,19 +165,8 @@ func (c *Client) PublicKey(ctx context.Context) ([]byte, error) {
 	return b, err
 }
 
-// DeployResult is the answer to Deploy.
-type DeployResult struct {
-	Model           string `json:"model"`
-	Version         string `json:"version"`
-	ReleaseSequence uint64 `json:"release_sequence"`
-	Devices         []struct {
-		ID         string `json:"id"`
-		Generation uint64 `json:"generation"`
-	} `json:"devices"`
-}
-
 // Deploy sets model/version as the desired model of devices (all when empty).
-func (c *Client) Deploy(ctx context.Context, model, version string, devices []string) (DeployResult, error) {
+func (c *Client) Deploy(ctx context.Context, model, version string, devices []string) (apiv1.Deployment, error) {
 	return c.DeployWith(ctx, model, version, devices, DeployOptions{})
 }
 
@@ -223,64 +178,24 @@ type DeployOptions struct {
 }
 
 // DeployWith is Deploy with options.
-func (c *Client) DeployWith(ctx context.Context, model, version string, devices []string, opts DeployOptions) (r DeployResult, err error) {
-	req := map[string]any{"model": model, "version": version, "devices": devices}
-	if opts.CaptureShare != 0 {
-		req["capture_share"] = opts.CaptureShare
-	}
+func (c *Client) DeployWith(ctx context.Context, model, version string, devices []string, opts DeployOptions) (r apiv1.Deployment, err error) {
+	req := apiv1.DeployRequest{Model: model, Version: version, Devices: devices, CaptureShare: opts.CaptureShare}
 	err = c.postJSON(ctx, "/api/v1/deployments", req, &r)
 	return r, err
 }
 
-// Token is a one-time enrollment token.
-type Token struct {
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 // CreateToken makes a one-time enrollment token valid for ttl (0 = server default).
-func (c *Client) CreateToken(ctx context.Context, ttl time.Duration) (t Token, err error) {
-	body := map[string]any{}
+func (c *Client) CreateToken(ctx context.Context, ttl time.Duration) (t apiv1.Token, err error) {
+	var req apiv1.TokenRequest
 	if ttl > 0 {
-		body["ttl"] = ttl.String()
+		req.TTL = ttl.String()
 	}
-	err = c.postJSON(ctx, "/api/v1/tokens", body, &t)
+	err = c.postJSON(ctx, "/api/v1/tokens", req, &t)
 	return t, err
 }
 
-// DeviceModel is a device's view of one model.
-type DeviceModel struct {
-	Name            string `json:"name"`
-	ActiveVersion   string `json:"active_version"`
-	PreviousVersion string `json:"previous_version"`
-	DesiredVersion  string `json:"desired_version"`
-	TargetVersion   string `json:"target_version"`
-	Phase           string `json:"phase"`
-	Error           string `json:"error"`
-	Healthy         bool   `json:"healthy"`
-	// ActiveSince is zero if the device did not say.
-	ActiveSince time.Time `json:"active_since"`
-}
-
-// Device is one enrolled device.
-type Device struct {
-	ID                string            `json:"id"`
-	Online            bool              `json:"online"`
-	LastSeen          time.Time         `json:"last_seen"`
-	EnrolledAt        time.Time         `json:"enrolled_at"`
-	AgentVersion      string            `json:"agent_version"`
-	Profile           string            `json:"profile"`
-	Labels            map[string]string `json:"labels"`
-	Group             string            `json:"group"`
-	Phase             string            `json:"phase"`
-	Error             string            `json:"error"`
-	DesiredGeneration uint64            `json:"desired_generation"`
-	AppliedGeneration uint64            `json:"applied_generation"`
-	Models            []DeviceModel     `json:"models"`
-}
-
 // Devices lists enrolled devices.
-func (c *Client) Devices(ctx context.Context) ([]Device, error) {
+func (c *Client) Devices(ctx context.Context) ([]apiv1.Device, error) {
 	return c.DevicesMatching(ctx, DeviceFilter{})
 }
 
@@ -303,7 +218,7 @@ func (f DeviceFilter) Selector() string {
 }
 
 // DevicesMatching lists the enrolled devices f picks.
-func (c *Client) DevicesMatching(ctx context.Context, f DeviceFilter) ([]Device, error) {
+func (c *Client) DevicesMatching(ctx context.Context, f DeviceFilter) ([]apiv1.Device, error) {
 	q := url.Values{}
 	if sel := f.Selector(); sel != "" {
 		q.Set("selector", sel)
@@ -315,15 +230,13 @@ func (c *Client) DevicesMatching(ctx context.Context, f DeviceFilter) ([]Device,
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	var out struct {
-		Devices []Device `json:"devices"`
-	}
+	var out apiv1.DeviceList
 	err := c.getJSON(ctx, path, &out)
 	return out.Devices, err
 }
 
 // Device returns one device.
-func (c *Client) Device(ctx context.Context, id string) (d Device, err error) {
+func (c *Client) Device(ctx context.Context, id string) (d apiv1.Device, err error) {
 	err = c.getJSON(ctx, "/api/v1/devices/"+url.PathEscape(id), &d)
 	return d, err
 }
@@ -332,36 +245,14 @@ func (c *Client) Device(ctx context.Context, id string) (d Device, err error) {
 // as changed: each label in labels is set, or removed if its value is nil;
 // labels not named are kept. group nil keeps the group, "" takes the
 // device out of it.
-func (c *Client) UpdateDevice(ctx context.Context, id string, labels map[string]*string, group *string) (d Device, err error) {
-	body := map[string]any{}
-	if labels != nil {
-		body["labels"] = labels
-	}
-	if group != nil {
-		body["group"] = *group
-	}
+func (c *Client) UpdateDevice(ctx context.Context, id string, labels map[string]*string, group *string) (d apiv1.Device, err error) {
+	body := apiv1.DevicePatch{Labels: labels, Group: group}
 	err = c.sendJSON(ctx, http.MethodPatch, "/api/v1/devices/"+url.PathEscape(id), body, &d)
 	return d, err
 }
 
-// TelemetryCounts are telemetry totals.
-type TelemetryCounts struct {
-	DeviceID       string `json:"device_id,omitempty"`
-	Records        uint64 `json:"records"`
-	Predictions    uint64 `json:"predictions"`
-	Errors         uint64 `json:"errors"`
-	HighestSeq     uint64 `json:"highest_seq,omitempty"`
-	DroppedRecords uint64 `json:"dropped_records"`
-}
-
-// TelemetrySummary is the answer of GET /api/v1/telemetry.
-type TelemetrySummary struct {
-	Devices []TelemetryCounts `json:"devices"`
-	Total   TelemetryCounts   `json:"total"`
-}
-
 // Telemetry returns telemetry counts for one device, or all when id is "".
-func (c *Client) Telemetry(ctx context.Context, deviceID string) (s TelemetrySummary, err error) {
+func (c *Client) Telemetry(ctx context.Context, deviceID string) (s apiv1.TelemetrySummary, err error) {
 	path := "/api/v1/telemetry"
 	if deviceID != "" {
 		path += "?device=" + url.QueryEscape(deviceID)

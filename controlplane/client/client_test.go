@@ -64,7 +64,7 @@ func TestDevicesMatching(t *testing.T) {
 			t.Errorf("DevicesMatching(%+v) asked %+v; want GET /api/v1/devices?%s", tc.f, r, tc.query)
 		}
 		if len(devs) != 1 || devs[0].Labels["env"] != "prod" || devs[0].Group != "canary" ||
-			!devs[0].Models[0].Healthy || devs[0].Models[0].TargetVersion != "2" || !devs[0].Models[0].ActiveSince.IsZero() {
+			!devs[0].Models[0].Healthy || devs[0].Models[0].TargetVersion != "2" || devs[0].Models[0].ActiveSince != nil || devs[0].LastSeen != nil {
 			t.Errorf("devices = %+v", devs)
 		}
 	}

@@ -15,7 +15,7 @@ func TestJobRequests(t *testing.T) {
 	ctx := context.Background()
 	c, last := recordingServer(t, `{"id":"job-3","state":"queued","spec":{"dataset":"iris","model":"m","trainer":"mlp","seed":0},"created_at":"2026-01-02T03:04:05Z"}`)
 
-	j, err := c.SubmitJob(ctx, JobSpec{Dataset: "iris", Model: "m", Trainer: "mlp", Hidden: []int{64, 32}, Epochs: 5})
+	j, err := c.SubmitJob(ctx, JobSpec{Dataset: "iris", Model: "m", TrainingSpec: TrainingSpec{Trainer: "mlp", Hidden: []int{64, 32}, Epochs: 5}})
 	if err != nil || j.ID != "job-3" || j.State != "queued" || j.Final() {
 		t.Fatalf("SubmitJob = %+v, %v", j, err)
 	}
@@ -25,8 +25,9 @@ func TestJobRequests(t *testing.T) {
 		t.Fatalf("SubmitJob asked %+v", q)
 	}
 	// Unset fields stay out, so the control plane applies its defaults;
-	// the seed is always sent (0 is a seed).
-	want := map[string]any{"dataset": "iris", "model": "m", "trainer": "mlp", "hidden": []any{64.0, 32.0}, "epochs": 5.0, "seed": 0.0}
+	// the seed is always sent (0 is a seed), and so is the task, as the
+	// control plane writes it ("" is the dataset's task).
+	want := map[string]any{"dataset": "iris", "model": "m", "trainer": "mlp", "task": "", "hidden": []any{64.0, 32.0}, "epochs": 5.0, "seed": 0.0}
 	if len(sent) != len(want) {
 		t.Errorf("SubmitJob sent %v; want %v", sent, want)
 	}

@@ -2,11 +2,13 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
+
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 )
 
 const rolloutJSON = `{"id":"r1","model":"summer","version":"2","state":"paused","reason":"stage canary: 1 of 1 devices failed; at most 0 may",
@@ -23,21 +25,26 @@ func TestRolloutRequests(t *testing.T) {
 	ctx := context.Background()
 	c, last := recordingServer(t, rolloutJSON)
 
-	r, err := c.CreateRollout(ctx, map[string]any{"model": "summer", "version": "2"})
+	zero := 0
+	r, err := c.CreateRollout(ctx, apiv1.RolloutSpec{Model: "summer", Version: "2",
+		Stages: []apiv1.Stage{{Name: "canary", Count: 1, Soak: apiv1.Duration(30 * time.Minute), Failure: apiv1.FailureGate{MaxCount: &zero}}},
+		Health: &apiv1.HealthCheck{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := last(); q.method != http.MethodPost || q.path != "/api/v1/rollouts" || q.body != `{"model":"summer","version":"2"}` {
-		t.Errorf("CreateRollout asked %+v", q)
+	// Unset fields stay out; an explicit 0 (a gate, a health check) is
+	// sent, since it differs from the default.
+	const sent = `{"model":"summer","version":"2","selector":{},"stages":[{"name":"canary","count":1,"soak":"30m0s","success":{},"failure":{"max_count":0},"health":{}}],"health":{"predictions":0,"seconds":0}}`
+	if q := last(); q.method != http.MethodPost || q.path != "/api/v1/rollouts" || q.body != sent {
+		t.Errorf("CreateRollout asked %+v; want the body %s", q, sent)
 	}
 	if r.ID != "r1" || r.State != "paused" || r.Targets != 2 || r.ReleaseSequence != 4 || r.Phases["failed"] != 1 ||
 		r.Stages[0].Failed != 1 || r.Stages[0].StartedAt == nil || r.Stages[0].PassedAt != nil ||
 		r.Devices[0].Previous != "1" || r.Devices[0].Phase != "failed" || r.Events[0].Type != "created" || r.Ended() {
 		t.Errorf("rollout = %+v", r)
 	}
-	var spec struct{ Model string }
-	if err := json.Unmarshal(r.Spec, &spec); err != nil || spec.Model != "summer" {
-		t.Errorf("spec = %s (%v); want it kept as the server's JSON", r.Spec, err)
+	if r.Spec.Model != "summer" || len(r.Spec.Stages) != 1 || r.Spec.Stages[0].Count != 1 {
+		t.Errorf("spec = %+v; want the server's", r.Spec)
 	}
 
 	if _, err := c.Rollout(ctx, "r1"); err != nil {
@@ -112,5 +119,27 @@ func TestRolloutError(t *testing.T) {
 	}
 	if e, ok := err.(*Error); !ok || e.Code != "conflict" {
 		t.Errorf("error = %#v; want *Error with code conflict", err)
+	}
+}
+
+// TestServerErrorRequestID: a server error's *Error carries the request id
+// the control plane answered with, and its generic message.
+func TestServerErrorRequestID(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(apiv1.RequestIDHeader, "7f3a0c1d2e4b5a69")
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, `{"error":{"code":"internal","message":"internal error (request id 7f3a0c1d2e4b5a69); the control plane's log has the details","request_id":"7f3a0c1d2e4b5a69"}}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Rollout(context.Background(), "r1")
+	e, ok := err.(*Error)
+	if !ok || e.Status != http.StatusInternalServerError || e.Code != "internal" || e.RequestID != "7f3a0c1d2e4b5a69" ||
+		err.Error() != "internal error (request id 7f3a0c1d2e4b5a69); the control plane's log has the details" {
+		t.Errorf("error = %#v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoalfleet/shoal/agent"
 	"github.com/shoalfleet/shoal/controlplane"
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 )
 
@@ -352,7 +353,7 @@ func (dm *demo) loop() error {
 		ds.Name, ds.Version, ds.Rows, strings.Join(sensorFeatures, ", "), ds.Label, strings.Join(ds.Classes, "/"), ds.SHA256[:12])
 
 	// v1: a training job; the control plane gates the model and signs it.
-	spec := client.JobSpec{Dataset: ds.Name, Model: demoModelName, Trainer: "mlp", Hidden: []int{16}, Epochs: 60, Seed: 1}
+	spec := client.JobSpec{Dataset: ds.Name, Model: demoModelName, TrainingSpec: client.TrainingSpec{Trainer: "mlp", Hidden: []int{16}, Epochs: 60, Seed: 1}}
 	say("training %s v1: trainer %s (hidden %v), %d epochs at most  [shoal train --dataset %s --model %s --trainer mlp --hidden 16 --epochs 60]",
 		demoModelName, spec.Trainer, spec.Hidden, spec.Epochs, ds.Name, demoModelName)
 	job, err := c.SubmitJob(ctx, spec)
@@ -387,11 +388,8 @@ func (dm *demo) loop() error {
 	if err != nil {
 		return err
 	}
-	tmpl, err := json.Marshal(map[string]any{"stages": stages, "on_failure": "rollback", "health": map[string]any{"predictions": 5, "seconds": 2}})
-	if err != nil {
-		return err
-	}
-	if _, err := c.SetLoopPolicy(ctx, demoModelName, client.LoopPolicy{Retrain: true, Rollout: tmpl, Cooldown: "1h"}); err != nil {
+	tmpl := apiv1.RolloutSpec{Stages: stages, OnFailure: "rollback", Health: &apiv1.HealthCheck{Predictions: 5, Seconds: 2}}
+	if _, err := c.SetLoopPolicy(ctx, demoModelName, client.LoopPolicy{Retrain: true, Rollout: &tmpl, Cooldown: apiv1.Duration(time.Hour)}); err != nil {
 		return fmt.Errorf("set retraining policy: %w", err)
 	}
 	say("retraining policy: on an alert, retrain on the latest version of %s, gate, roll out canary 1 → 100%% (soak 3s, rolled back on failure)  [shoal loop policy %s --retrain --canary 1,100%% --soak 3s --timeout 1m --on-failure rollback --cooldown 1h]",
@@ -641,14 +639,14 @@ func (dm *demo) showJob(j client.Job) {
 // agents keep predicting (an agent reports a version healthy after 5
 // predictions or 5 seconds).
 func demoRollout(ctx context.Context, c *client.Client, model, v string, agents []*demoAgent, pred *predictor, say func(string, ...any)) error {
-	spec := map[string]any{
-		"model": model, "version": v,
-		"health":     map[string]any{"predictions": 5, "seconds": 5},
-		"on_failure": "rollback",
-		"stages": []map[string]any{
-			{"name": "canary", "count": 1, "soak": "3s", "timeout": "1m"},
-			{"name": "half", "percent": 50, "soak": "3s", "timeout": "1m"},
-			{"name": "all", "percent": 100, "timeout": "1m"},
+	spec := apiv1.RolloutSpec{
+		Model: model, Version: v,
+		Health:    &apiv1.HealthCheck{Predictions: 5, Seconds: 5},
+		OnFailure: "rollback",
+		Stages: []apiv1.Stage{
+			{Name: "canary", Count: 1, Soak: apiv1.Duration(3 * time.Second), Timeout: apiv1.Duration(time.Minute)},
+			{Name: "half", Percent: 50, Soak: apiv1.Duration(3 * time.Second), Timeout: apiv1.Duration(time.Minute)},
+			{Name: "all", Percent: 100, Timeout: apiv1.Duration(time.Minute)},
 		},
 	}
 	r, err := c.CreateRollout(ctx, spec)

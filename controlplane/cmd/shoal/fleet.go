@@ -171,7 +171,7 @@ func devicesTable(w io.Writer, devs []client.Device) error {
 			}
 			models = append(models, s)
 		}
-		rows = append(rows, []string{d.ID, online, orDash(strings.Join(models, "; ")), d.Phase, orDash(d.AgentVersion), ago(d.LastSeen),
+		rows = append(rows, []string{d.ID, online, orDash(strings.Join(models, "; ")), d.Phase, orDash(d.AgentVersion), ago(seen(d.LastSeen)),
 			orDash(d.Group), orDash(labelsCell(d.Labels, maxLabelsCell)), orDash(d.Error)})
 	}
 	return table(w, []string{"DEVICE", "STATUS", "MODELS", "PHASE", "AGENT", "LAST SEEN", "GROUP", "LABELS", "ERROR"}, rows)
@@ -247,4 +247,12 @@ func newTelemetryCmd(o *rootOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&device, "device", "", "one device only")
 	return cmd
+}
+
+// seen is when a device was last seen, for ago: zero (never) if nil.
+func seen(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 )
 
@@ -91,18 +92,14 @@ stages (cumulative sizes), unless --no-rollout. --cooldown bounds how often.`,
 			if set {
 				p = client.LoopPolicy{Retrain: retrain, Dataset: dataset, Captures: captures}
 				if cooldown > 0 {
-					p.Cooldown = cooldown.String()
+					p.Cooldown = apiv1.Duration(cooldown)
 				}
 				if !noRollout {
 					stages, err := stagesFromFlags("--canary", canary, soak, timeout, onFailure, 0)
 					if err != nil {
 						return err
 					}
-					tmpl, err := json.Marshal(map[string]any{"stages": stages, "on_failure": onFailure})
-					if err != nil {
-						return err
-					}
-					p.Rollout = tmpl
+					p.Rollout = &apiv1.RolloutSpec{Stages: stages, OnFailure: onFailure}
 				}
 				if p, err = c.SetLoopPolicy(cmd.Context(), args[0], p); err != nil {
 					return fmt.Errorf("set the retraining policy of %s: %w", args[0], err)
@@ -113,13 +110,20 @@ stages (cumulative sizes), unless --no-rollout. --cooldown bounds how often.`,
 			if o.json {
 				return printJSON(o.stdout, p)
 			}
-			rollout := "none: stop at the signed candidate"
-			if len(p.Rollout) > 0 {
-				rollout = string(p.Rollout)
+			rollout, every := "none: stop at the signed candidate", "-"
+			if p.Rollout != nil {
+				tmpl, err := json.Marshal(p.Rollout)
+				if err != nil {
+					return err
+				}
+				rollout = string(tmpl)
+			}
+			if p.Cooldown != 0 {
+				every = p.Cooldown.String()
 			}
 			return table(o.stdout, []string{"FIELD", "VALUE"}, [][]string{
 				{"model", args[0]}, {"retrain", fmt.Sprint(p.Retrain)}, {"dataset", orDash(p.Dataset)}, {"captures", fmt.Sprint(p.Captures)},
-				{"cooldown", orDash(p.Cooldown)}, {"rollout", rollout}, {"updated", p.UpdatedAt.Local().Format(time.RFC3339)},
+				{"cooldown", every}, {"rollout", rollout}, {"updated", p.UpdatedAt.Local().Format(time.RFC3339)},
 			})
 		},
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoalfleet/shoal/controlplane/client"
 	"github.com/shoalfleet/shoal/controlplane/controltest"
@@ -25,7 +26,7 @@ func TestLoopCommands(t *testing.T) {
 	}
 	out, _, err = run(t, s, "--json", "loop", "policy", "summer")
 	var p client.LoopPolicy
-	if err != nil || json.Unmarshal([]byte(out), &p) != nil || !p.Retrain || !p.Captures || p.Cooldown != "2h0m0s" || len(p.Rollout) == 0 {
+	if err != nil || json.Unmarshal([]byte(out), &p) != nil || !p.Retrain || !p.Captures || p.Cooldown.D() != 2*time.Hour || p.Rollout == nil || len(p.Rollout.Stages) != 2 {
 		t.Fatalf("policy --json: %q %v", out, err)
 	}
 	out, _, err = run(t, s, "loop", "policy", "summer", "--retrain", "--no-rollout")

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 )
 
@@ -120,8 +124,8 @@ Sizes are cumulative. --wait follows the rollout until it ends.`,
 	return cmd
 }
 
-// spec builds the rollout's JSON form from the file or the flags.
-func (f *rolloutFlags) spec(stdin io.Reader) (any, error) {
+// spec builds the rollout's spec from the file or the flags.
+func (f *rolloutFlags) spec(stdin io.Reader) (apiv1.RolloutSpec, error) {
 	if f.file != "" {
 		var data []byte
 		var err error
@@ -131,88 +135,97 @@ func (f *rolloutFlags) spec(stdin io.Reader) (any, error) {
 			data, err = os.ReadFile(f.file)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read rollout spec: %w", err)
+			return apiv1.RolloutSpec{}, fmt.Errorf("read rollout spec: %w", err)
 		}
-		var v any
-		if err := yaml.Unmarshal(data, &v); err != nil {
-			return nil, fmt.Errorf("rollout spec %s is neither YAML nor JSON: %w", f.file, err)
-		}
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("rollout spec %s: want a mapping with model, version and stages at the top", f.file)
-		}
-		// YAML reads `version: 2` as a number; a version is a name.
-		for _, k := range []string{"model", "version"} {
-			switch x := m[k].(type) {
-			case int, float64:
-				m[k] = fmt.Sprint(x)
-			}
+		spec, err := parseRolloutSpec(data)
+		if err != nil {
+			return apiv1.RolloutSpec{}, fmt.Errorf("rollout spec %s %w", f.file, err)
 		}
 		if f.supersede {
-			m["supersede"] = true
+			spec.Supersede = true
 		}
-		return m, nil
+		return spec, nil
 	}
 	if f.model == "" || f.version == "" {
-		return nil, fmt.Errorf("give -f FILE, or both --model and --version")
+		return apiv1.RolloutSpec{}, fmt.Errorf("give -f FILE, or both --model and --version")
 	}
-	sel := map[string]any{}
+	spec := apiv1.RolloutSpec{Model: f.model, Version: f.version, Supersede: f.supersede,
+		Selector: apiv1.Selector{Group: f.group, Profile: f.prof, Devices: f.devices}}
 	if f.selector != "" {
-		labels := map[string]string{}
+		spec.Selector.Labels = map[string]string{}
 		for _, kv := range strings.Split(f.selector, ",") {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
-				return nil, fmt.Errorf("--selector %q: want key=value pairs separated by commas", f.selector)
+				return apiv1.RolloutSpec{}, fmt.Errorf("--selector %q: want key=value pairs separated by commas", f.selector)
 			}
-			labels[k] = v
+			spec.Selector.Labels[k] = v
 		}
-		sel["labels"] = labels
 	}
-	if f.group != "" {
-		sel["group"] = f.group
+	var err error
+	if spec.Stages, err = stagesFromFlags("--stages", f.stages, f.soak, f.timeout, f.onFailure, f.maxFailures); err != nil {
+		return apiv1.RolloutSpec{}, err
 	}
-	if f.prof != "" {
-		sel["profile"] = f.prof
-	}
-	if len(f.devices) > 0 {
-		sel["devices"] = f.devices
-	}
-	stages, err := stagesFromFlags("--stages", f.stages, f.soak, f.timeout, f.onFailure, f.maxFailures)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{
-		"model": f.model, "version": f.version, "selector": sel,
-		"stages": stages, "supersede": f.supersede,
-	}, nil
+	return spec, nil
 }
 
-// stagesFromFlags makes the JSON form of stages from cumulative sizes
-// ("2", "20%", "100%") and the settings every stage shares.
-func stagesFromFlags(flag string, sizes []string, soak, timeout time.Duration, onFailure string, maxFailures int) ([]map[string]any, error) {
-	var stages []map[string]any
+// parseRolloutSpec reads a rollout spec written in YAML or JSON (YAML's
+// superset) with the API's field names. Its error, which follows the
+// file's name, says what is wrong: not YAML, not a mapping, a field the
+// spec does not have (a misspelt gate must not be silently ignored), a
+// value of the wrong type.
+func parseRolloutSpec(data []byte) (apiv1.RolloutSpec, error) {
+	// The YAML is read generically, then decoded as the JSON the API takes,
+	// so that the field names, durations ("30m") and unknown fields are the
+	// API's.
+	var v any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return apiv1.RolloutSpec{}, fmt.Errorf("is neither YAML nor JSON: %w", err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return apiv1.RolloutSpec{}, errors.New("is not a spec: want a mapping with model, version and stages at the top")
+	}
+	// YAML reads `version: 2` as a number; a version is a name.
+	for _, k := range []string{"model", "version"} {
+		switch x := m[k].(type) {
+		case int, float64:
+			m[k] = fmt.Sprint(x)
+		}
+	}
+	js, err := json.Marshal(m)
+	if err != nil {
+		return apiv1.RolloutSpec{}, fmt.Errorf("holds what a rollout spec cannot (%w); write its keys and values as the API's JSON", err)
+	}
+	var spec apiv1.RolloutSpec
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return apiv1.RolloutSpec{}, fmt.Errorf("is not a rollout spec (docs/API.md lists its fields): %w", err)
+	}
+	return spec, nil
+}
+
+// stagesFromFlags makes stages from cumulative sizes ("2", "20%",
+// "100%") and the settings every stage shares.
+func stagesFromFlags(flag string, sizes []string, soak, timeout time.Duration, onFailure string, maxFailures int) ([]apiv1.Stage, error) {
+	var stages []apiv1.Stage
 	for i, s := range sizes {
-		st := map[string]any{"on_failure": onFailure, "failure": map[string]any{"max_count": maxFailures}}
+		maxCount := maxFailures
+		st := apiv1.Stage{Name: stageName(i, len(sizes)), OnFailure: onFailure, Failure: apiv1.FailureGate{MaxCount: &maxCount},
+			Soak: apiv1.Duration(max(soak, 0)), Timeout: apiv1.Duration(max(timeout, 0))}
 		switch {
 		case strings.HasSuffix(s, "%"):
 			p, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %q is not a percentage", flag, s)
 			}
-			st["percent"] = p
+			st.Percent = p
 		default:
 			n, err := strconv.Atoi(s)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %q is neither a device count nor a percentage such as 20%%", flag, s)
 			}
-			st["count"] = n
-		}
-		st["name"] = stageName(i, len(sizes))
-		if soak > 0 {
-			st["soak"] = soak.String()
-		}
-		if timeout > 0 {
-			st["timeout"] = timeout.String()
+			st.Count = n
 		}
 		stages = append(stages, st)
 	}

@@ -72,12 +72,17 @@ func desiredOf(t *testing.T, server, model string) map[string]string {
 	return got
 }
 
-// specOf decodes the spec the server stored for r (defaults filled in).
+// specOf is the JSON of the spec the server stored for r (defaults filled
+// in), decoded generically.
 func specOf(t *testing.T, r client.Rollout) map[string]any {
 	t.Helper()
 	var spec map[string]any
-	if err := json.Unmarshal(r.Spec, &spec); err != nil {
-		t.Fatalf("spec of %s: %v\n%s", r.ID, err, r.Spec)
+	data, err := json.Marshal(r.Spec)
+	if err == nil {
+		err = json.Unmarshal(data, &spec)
+	}
+	if err != nil {
+		t.Fatalf("spec of %s: %v\n%+v", r.ID, err, r.Spec)
 	}
 	return spec
 }
@@ -155,7 +160,7 @@ stages:
 	canary, all := stages[0].(map[string]any), stages[1].(map[string]any)
 	if spec["on_failure"] != "rollback" || canary["on_failure"] != "rollback" || canary["soak"] != "10m0s" || canary["timeout"] != "15m0s" ||
 		all["timeout"] != "10m0s" || all["failure"].(map[string]any)["max_percent"] != 50.0 {
-		t.Errorf("spec from YAML = %s", r1.Spec)
+		t.Errorf("spec from YAML = %+v", r1.Spec)
 	}
 	if h := spec["health"].(map[string]any); h["predictions"] != 10.0 || h["seconds"] != 30.0 {
 		t.Errorf("health from YAML = %v", h)
@@ -207,7 +212,7 @@ stages:
 	canary = spec["stages"].([]any)[0].(map[string]any)
 	if canary["count"] != 2.0 || canary["soak"] != "1m0s" || canary["on_failure"] != "rollback" ||
 		canary["failure"].(map[string]any)["max_count"] != 1.0 || spec["supersede"] != true {
-		t.Errorf("spec from flags = %s", r3.Spec)
+		t.Errorf("spec from flags = %+v", r3.Spec)
 	}
 	for _, id := range []string{"r1", "r2"} {
 		if r := rolloutJSON(t, s, "rollout", "show", id); r.State != "aborted" || r.Reason != "superseded by rollout r3" {
@@ -373,7 +378,7 @@ stages:
 	}
 	r5 := rolloutJSON(t, s, "rollout", "create", "-f", takeOver, "--supersede")
 	if r5.ID != "r5" || r5.Version != "1" || r5.Targets != 1 || specOf(t, r5)["supersede"] != true {
-		t.Errorf("create -f take-over.yaml --supersede = %+v\n%s", r5, r5.Spec)
+		t.Errorf("create -f take-over.yaml --supersede = %+v", r5)
 	}
 	if r := rolloutJSON(t, s, "rollout", "show", "r4"); r.State != "aborted" || r.Reason != "superseded by rollout r5" {
 		t.Errorf("r4 after -f --supersede: %s, %q", r.State, r.Reason)

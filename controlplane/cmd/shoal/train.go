@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/client"
 )
 
@@ -35,12 +36,8 @@ func newTrainCmd(o *rootOptions) *cobra.Command {
 			if spec.Dataset == "" || spec.Model == "" {
 				return fmt.Errorf("both --dataset and --model are needed (the dataset to train on, and the model to make a version of)")
 			}
-			if latency != 0 {
-				gates.MaxLatencyP95 = latency.String()
-			}
-			if gates != (client.Gates{}) {
-				spec.Gates = &gates
-			}
+			gates.MaxLatencyP95 = apiv1.Duration(latency)
+			spec.Gates = gates
 			var err error
 			if spec.DatasetVersion, err = parseDatasetVersion(version); err != nil {
 				return fmt.Errorf("--dataset-version: %w", err)

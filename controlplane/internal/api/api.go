@@ -105,7 +105,7 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 	s := &server{Deps: deps, log: log}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.Use(s.logRequests, gin.CustomRecoveryWithWriter(nil, s.recovered))
+	r.Use(s.requestID, s.logRequests, gin.CustomRecoveryWithWriter(nil, s.recovered))
 	r.NoRoute(s.noRoute)
 	r.NoMethod(s.noMethod)
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/broker"
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
@@ -196,9 +197,9 @@ func (r response) wantError(t *testing.T, status int, code shoalerr.Code, contai
 	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("error Content-Type = %q; want JSON", ct)
 	}
-	var e errorBody
+	var e apiv1.ErrorBody
 	r.json(t, &e)
-	if e.Error.Code != code {
+	if shoalerr.Code(e.Error.Code) != code {
 		t.Errorf("error code = %q; want %q (message %q)", e.Error.Code, code, e.Error.Message)
 	}
 	for _, s := range contains {
@@ -245,19 +246,19 @@ func (e *env) push(name, version string, data []byte) response {
 }
 
 // enroll creates a token and enrolls id with it.
-func (e *env) enroll(id string) enrollment {
+func (e *env) enroll(id string) apiv1.Enrollment {
 	e.t.Helper()
 	r := e.postJSON("/api/v1/tokens", "")
 	if r.status != http.StatusCreated {
 		e.t.Fatalf("create token: %d %s", r.status, r.body)
 	}
-	var tok tokenResponse
+	var tok apiv1.Token
 	r.json(e.t, &tok)
 	r = e.postJSON("/v1/enroll", fmt.Sprintf(`{"token":%q,"device_id":%q,"agent_version":"test","profile":"generic"}`, tok.Token, id))
 	if r.status != http.StatusOK {
 		e.t.Fatalf("enroll %s: %d %s", id, r.status, r.body)
 	}
-	var en enrollment
+	var en apiv1.Enrollment
 	r.json(e.t, &en)
 	return en
 }
@@ -500,13 +501,13 @@ func TestTokensAndEnrollment(t *testing.T) {
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST tokens = %d %s", r.status, r.body)
 	}
-	var tok tokenResponse
+	var tok apiv1.Token
 	r.json(t, &tok)
 	if tok.Token == "" || tok.ExpiresAt.Before(before.Add(24*time.Hour-time.Minute)) || tok.ExpiresAt.After(time.Now().Add(24*time.Hour)) {
 		t.Errorf("default token = %+v; want it to expire in 24h", tok)
 	}
 	r = e.postJSON("/api/v1/tokens", `{"ttl":"1h"}`)
-	var short tokenResponse
+	var short apiv1.Token
 	r.json(t, &short)
 	if r.status != http.StatusCreated || short.ExpiresAt.After(time.Now().Add(time.Hour)) || short.Token == tok.Token {
 		t.Errorf("1h token = %d %+v", r.status, short)
@@ -522,7 +523,7 @@ func TestTokensAndEnrollment(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("enroll = %d %s", r.status, r.body)
 	}
-	var en enrollment
+	var en apiv1.Enrollment
 	r.json(t, &en)
 	if en.DeviceID != "dev-1" || en.MQTTUsername == "" || en.MQTTPassword == "" || en.BrokerURL != testBrokerURL ||
 		en.TopicPrefix != testPrefix || en.TrustPublicKeyPEM != string(e.signer.PublicKeyPEM()) {
@@ -586,7 +587,7 @@ func TestDeviceLabels(t *testing.T) {
 	enroll := func(id, extra string) response {
 		t.Helper()
 		r := e.postJSON("/api/v1/tokens", "")
-		var tok tokenResponse
+		var tok apiv1.Token
 		r.json(t, &tok)
 		return e.postJSON("/v1/enroll", fmt.Sprintf(`{"token":%q,"device_id":%q%s}`, tok.Token, id, extra))
 	}
@@ -781,7 +782,7 @@ func TestDeploy(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("deploy = %d %s", r.status, r.body)
 	}
-	var dr deployResponse
+	var dr apiv1.Deployment
 	r.json(t, &dr)
 	if dr.Model != "summer" || dr.Version != "1" || dr.ReleaseSequence != 1 || len(dr.Devices) != 1 || dr.Devices[0].ID != "dev-a" || dr.Devices[0].Generation == 0 {
 		t.Fatalf("deploy response = %s", r.body)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
@@ -24,14 +25,6 @@ type Captures interface {
 
 var _ Captures = (*monitor.Monitor)(nil)
 
-// captureCounts is the answer to GET /api/v1/captures/{model}.
-type captureCounts struct {
-	Model     string            `json:"model"`
-	Rows      uint64            `json:"rows"`
-	Labelled  uint64            `json:"labelled"`
-	ByVersion map[string]uint64 `json:"by_version"`
-}
-
 func (s *server) getCaptures(c *gin.Context) {
 	model := c.Param("model")
 	rows, labelled, byVersion, err := s.Captures.CaptureCounts(c.Request.Context(), model)
@@ -39,7 +32,7 @@ func (s *server) getCaptures(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, captureCounts{Model: model, Rows: rows, Labelled: labelled, ByVersion: byVersion})
+	c.JSON(http.StatusOK, apiv1.CaptureCounts{Model: model, Rows: rows, Labelled: labelled, ByVersion: byVersion})
 }
 
 // capturesDatasetParams are the query parameters of
@@ -118,7 +111,7 @@ func (s *server) capturesToDataset(c *gin.Context) {
 		status = http.StatusCreated
 		c.Header("Location", "/api/v1/datasets/"+name+"/versions/"+strconv.Itoa(v.Version))
 	}
-	c.JSON(status, v)
+	c.JSON(status, datasetVersionView(v))
 }
 
 func noLabelledCaptures(model string) error {

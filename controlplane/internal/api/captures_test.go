@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
@@ -79,7 +80,7 @@ func TestCaptures(t *testing.T) {
 	}
 	mon.HandleTelemetry(scheme.Device("dev-1", topics.Telemetry), payload)
 
-	var counts captureCounts
+	var counts apiv1.CaptureCounts
 	r = e.get("/api/v1/captures/m1")
 	r.json(t, &counts)
 	if r.status != http.StatusOK || counts.Rows != 5 || counts.Labelled != 4 || counts.ByVersion["1"] != 3 || counts.ByVersion["2"] != 2 {

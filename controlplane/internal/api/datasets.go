@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 )
 
@@ -56,7 +57,7 @@ func (s *server) pushDataset(c *gin.Context) {
 		status = http.StatusCreated
 		c.Header("Location", "/api/v1/datasets/"+name+"/versions/"+strconv.Itoa(v.Version))
 	}
-	c.JSON(status, v)
+	c.JSON(status, datasetVersionView(v))
 }
 
 func (s *server) listDatasets(c *gin.Context) {
@@ -65,10 +66,11 @@ func (s *server) listDatasets(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if list == nil {
-		list = []dataset.Summary{}
+	out := apiv1.DatasetList{Datasets: convert(list, datasetSummaryView)}
+	if out.Datasets == nil {
+		out.Datasets = []apiv1.DatasetSummary{}
 	}
-	c.JSON(http.StatusOK, gin.H{"datasets": list})
+	c.JSON(http.StatusOK, out)
 }
 
 func (s *server) getDataset(c *gin.Context) {
@@ -78,7 +80,7 @@ func (s *server) getDataset(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"name": name, "versions": vs})
+	c.JSON(http.StatusOK, apiv1.DatasetVersions{Name: name, Versions: convert(vs, datasetVersionView)})
 }
 
 func (s *server) getDatasetVersion(c *gin.Context) {
@@ -92,7 +94,7 @@ func (s *server) getDatasetVersion(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, v)
+	c.JSON(http.StatusOK, datasetVersionView(v))
 }
 
 // getDatasetCSV serves a version's CSV as a download; the digest is the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/drift"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
@@ -50,7 +51,7 @@ func (s *server) getDrift(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"model": model, "policy": policy, "windows": ws})
+	c.JSON(http.StatusOK, apiv1.DriftReport{Model: model, Policy: policy, Windows: ws})
 }
 
 func (s *server) getDriftPolicy(c *gin.Context) {
@@ -82,5 +83,5 @@ func (s *server) listAlerts(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"alerts": as})
+	c.JSON(http.StatusOK, apiv1.AlertList{Alerts: as})
 }

@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
@@ -32,35 +34,40 @@ func statusOf(code shoalerr.Code) int {
 	return http.StatusInternalServerError
 }
 
-// errorBody is the JSON of every error response.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    shoalerr.Code `json:"code"`
-	Message string        `json:"message"`
-}
-
-// fail writes err as the error response. Errors without a shoalerr code are
-// internal: they are logged and the client gets a generic message, since
-// their text may describe the server's files and state.
+// fail writes err as the error response. A client error (4xx) says what
+// went wrong: its message is err's. A server error (5xx) may be about the
+// server's files and state (a store's I/O error names its path), so its
+// client gets a generic message naming the request's id, and the log gets
+// the cause under that id. An error without a shoalerr code is internal.
 func (s *server) fail(c *gin.Context, err error) {
 	var se *shoalerr.Error
-	code, msg := shoalerr.Internal, "internal error; the control plane's log has the details"
+	code := shoalerr.Internal
 	switch {
 	case errors.As(err, &se):
-		code, msg = se.Code, err.Error()
+		code = se.Code
 	case errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 		c.Abort()
 		return
 	}
 	status := statusOf(code)
-	if status >= 500 {
-		s.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "status", status, "error", err)
+	if status < 500 {
+		c.AbortWithStatusJSON(status, apiv1.ErrorBody{Error: apiv1.ErrorDetail{Code: string(code), Message: err.Error()}})
+		return
 	}
-	c.AbortWithStatusJSON(status, errorBody{errorDetail{Code: code, Message: msg}})
+	id := requestIDOf(c)
+	s.log.Error("request failed", "request_id", id, "method", c.Request.Method, "path", c.Request.URL.Path, "status", status, "error", err)
+	c.AbortWithStatusJSON(status, serverError(code, id))
+}
+
+// serverError is the body of a 5xx answer: generic, with the request id
+// that finds its cause in the log.
+func serverError(code shoalerr.Code, requestID string) apiv1.ErrorBody {
+	msg := fmt.Sprintf("internal error (request id %s); the control plane's log has the details", requestID)
+	if code == shoalerr.Unavailable {
+		msg = fmt.Sprintf("the control plane cannot do this now (request id %s); try again later, or see its log for why", requestID)
+	}
+	return apiv1.ErrorBody{Error: apiv1.ErrorDetail{Code: string(code), Message: msg, RequestID: requestID}}
 }
 
 func (s *server) noRoute(c *gin.Context) {
@@ -68,8 +75,8 @@ func (s *server) noRoute(c *gin.Context) {
 }
 
 func (s *server) noMethod(c *gin.Context) {
-	c.AbortWithStatusJSON(http.StatusMethodNotAllowed, errorBody{errorDetail{
-		Code:    shoalerr.Invalid,
+	c.AbortWithStatusJSON(http.StatusMethodNotAllowed, apiv1.ErrorBody{Error: apiv1.ErrorDetail{
+		Code:    string(shoalerr.Invalid),
 		Message: "method " + c.Request.Method + " is not allowed on " + c.Request.URL.Path + "; docs/API.md lists the routes",
 	}})
 }

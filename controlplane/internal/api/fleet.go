@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
@@ -19,17 +20,8 @@ import (
 // defaultTokenTTL is how long an enrollment token lives unless asked.
 const defaultTokenTTL = 24 * time.Hour
 
-type tokenRequest struct {
-	TTL string `json:"ttl"`
-}
-
-type tokenResponse struct {
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func (s *server) createToken(c *gin.Context) {
-	var req tokenRequest
+	var req apiv1.TokenRequest
 	if err := decodeJSON(c, &req, true); err != nil {
 		s.fail(c, err)
 		return
@@ -48,32 +40,11 @@ func (s *server) createToken(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, tokenResponse{Token: tok.Token, ExpiresAt: tok.ExpiresAt.UTC()})
-}
-
-type enrollRequest struct {
-	Token        string `json:"token"`
-	DeviceID     string `json:"device_id"`
-	AgentVersion string `json:"agent_version"`
-	Profile      string `json:"profile"`
-	// Optional: the device's initial labels and group.
-	Labels map[string]string `json:"labels"`
-	Group  string            `json:"group"`
-}
-
-// enrollment is what a device keeps: its identity, where to connect, and
-// the key it pins.
-type enrollment struct {
-	DeviceID          string `json:"device_id"`
-	MQTTUsername      string `json:"mqtt_username"`
-	MQTTPassword      string `json:"mqtt_password"`
-	BrokerURL         string `json:"broker_url"`
-	TopicPrefix       string `json:"topic_prefix"`
-	TrustPublicKeyPEM string `json:"trust_public_key_pem"`
+	c.JSON(http.StatusCreated, apiv1.Token{Token: tok.Token, ExpiresAt: tok.ExpiresAt.UTC()})
 }
 
 func (s *server) enroll(c *gin.Context) {
-	var req enrollRequest
+	var req apiv1.EnrollRequest
 	if err := decodeJSON(c, &req, false); err != nil {
 		s.fail(c, err)
 		return
@@ -90,7 +61,7 @@ func (s *server) enroll(c *gin.Context) {
 	if s.BrokerURL != nil {
 		brokerURL = s.BrokerURL()
 	}
-	c.JSON(http.StatusOK, enrollment{
+	c.JSON(http.StatusOK, apiv1.Enrollment{
 		DeviceID:          cred.DeviceID,
 		MQTTUsername:      cred.Username,
 		MQTTPassword:      cred.Password,
@@ -116,7 +87,7 @@ func (s *server) listDevices(c *gin.Context) {
 	if devs == nil {
 		devs = []fleet.Device{}
 	}
-	c.JSON(http.StatusOK, gin.H{"devices": devs})
+	c.JSON(http.StatusOK, apiv1.DeviceList{Devices: devs})
 }
 
 func (s *server) getDevice(c *gin.Context) {
@@ -128,17 +99,13 @@ func (s *server) getDevice(c *gin.Context) {
 	c.JSON(http.StatusOK, d)
 }
 
-// patchDeviceRequest is a JSON merge patch (RFC 7396) of a device's
-// labels and group: a label set to null is removed, one not named is
-// kept; "group" absent keeps the group, null or "" clears it.
-type patchDeviceRequest struct {
-	Labels map[string]*string `json:"labels"`
-	// Group is raw to tell absent (keep) from null (clear).
-	Group json.RawMessage `json:"group"`
-}
-
 func (s *server) patchDevice(c *gin.Context) {
-	var req patchDeviceRequest
+	// The patch is an apiv1.DevicePatch whose "group" is read raw, to tell
+	// absent (keep) from null (clear): this Group hides the patch's.
+	var req struct {
+		apiv1.DevicePatch
+		Group json.RawMessage `json:"group"`
+	}
 	if err := decodeJSON(c, &req, false); err != nil {
 		s.fail(c, err)
 		return
@@ -163,38 +130,12 @@ func (s *server) patchDevice(c *gin.Context) {
 	c.JSON(http.StatusOK, d)
 }
 
-type deployRequest struct {
-	Model   string   `json:"model"`
-	Version string   `json:"version"`
-	Devices []string `json:"devices"`
-	// Extensions (docs/API.md): an explicit rollback, the firmware profile
-	// the artifact is for, the manifest's lifetime, and the share of
-	// predictions agents capture for retraining (0 to 1).
-	Rollback     bool    `json:"rollback"`
-	Profile      string  `json:"profile"`
-	TTL          string  `json:"ttl"`
-	CaptureShare float64 `json:"capture_share"`
-}
-
-type deployResponse struct {
-	Model           string       `json:"model"`
-	Version         string       `json:"version"`
-	ReleaseSequence uint64       `json:"release_sequence"`
-	ExpiresAt       time.Time    `json:"expires_at"`
-	Devices         []deployedTo `json:"devices"`
-}
-
-type deployedTo struct {
-	ID         string `json:"id"`
-	Generation uint64 `json:"generation"`
-}
-
 // deploy signs a manifest for the version and makes it the desired state of
 // the target devices. Targets are checked first, so that a typo in a device
 // id costs no release sequence.
 func (s *server) deploy(c *gin.Context) {
 	ctx := c.Request.Context()
-	var req deployRequest
+	var req apiv1.DeployRequest
 	if err := decodeJSON(c, &req, false); err != nil {
 		s.fail(c, err)
 		return
@@ -238,14 +179,14 @@ func (s *server) deploy(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	resp := deployResponse{
+	resp := apiv1.Deployment{
 		Model: req.Model, Version: req.Version,
 		ReleaseSequence: m.GetReleaseSequence(),
 		ExpiresAt:       time.UnixMilli(m.GetExpiresAtUnixMs()).UTC(),
-		Devices:         make([]deployedTo, 0, len(results)),
+		Devices:         make([]apiv1.DeployedDevice, 0, len(results)),
 	}
 	for _, r := range results {
-		resp.Devices = append(resp.Devices, deployedTo{ID: r.ID, Generation: r.Generation})
+		resp.Devices = append(resp.Devices, apiv1.DeployedDevice{ID: r.ID, Generation: r.Generation})
 	}
 	c.JSON(http.StatusOK, resp)
 }

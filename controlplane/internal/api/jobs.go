@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/jobs"
 )
 
@@ -24,19 +25,19 @@ var _ Jobs = (*jobs.Runner)(nil)
 // submitJob queues a training job and answers 202: the job runs in the
 // background; GET its Location to follow it.
 func (s *server) submitJob(c *gin.Context) {
-	var spec jobs.Spec
+	var spec apiv1.JobSpec
 	if err := decodeJSON(c, &spec, false); err != nil {
 		s.fail(c, err)
 		return
 	}
 	// The job is queued even if the client goes away mid-way.
-	j, err := s.Jobs.Submit(context.WithoutCancel(c.Request.Context()), spec)
+	j, err := s.Jobs.Submit(context.WithoutCancel(c.Request.Context()), jobSpecOf(spec))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.Header("Location", "/api/v1/jobs/"+j.ID)
-	c.JSON(http.StatusAccepted, j)
+	c.JSON(http.StatusAccepted, jobView(j))
 }
 
 func (s *server) listJobs(c *gin.Context) {
@@ -45,10 +46,11 @@ func (s *server) listJobs(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if list == nil {
-		list = []jobs.Job{}
+	out := apiv1.JobList{Jobs: convert(list, jobView)}
+	if out.Jobs == nil {
+		out.Jobs = []apiv1.Job{}
 	}
-	c.JSON(http.StatusOK, gin.H{"jobs": list})
+	c.JSON(http.StatusOK, out)
 }
 
 func (s *server) getJob(c *gin.Context) {
@@ -57,7 +59,7 @@ func (s *server) getJob(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, j)
+	c.JSON(http.StatusOK, jobView(j))
 }
 
 func (s *server) cancelJob(c *gin.Context) {
@@ -66,5 +68,5 @@ func (s *server) cancelJob(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, j)
+	c.JSON(http.StatusOK, jobView(j))
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/loop"
 )
 
@@ -28,10 +29,11 @@ func (s *server) listLoopRuns(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	if runs == nil {
-		runs = []loop.Run{}
+	out := apiv1.LoopRuns{Model: model, Runs: convert(runs, loopRunView)}
+	if out.Runs == nil {
+		out.Runs = []apiv1.LoopRun{}
 	}
-	c.JSON(http.StatusOK, gin.H{"model": model, "runs": runs})
+	c.JSON(http.StatusOK, out)
 }
 
 func (s *server) getLoopPolicy(c *gin.Context) {
@@ -40,19 +42,19 @@ func (s *server) getLoopPolicy(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, p)
+	c.JSON(http.StatusOK, loopPolicyView(p))
 }
 
 func (s *server) putLoopPolicy(c *gin.Context) {
-	var p loop.Policy
-	if err := decodeJSON(c, &p, false); err != nil {
+	var req apiv1.LoopPolicy
+	if err := decodeJSON(c, &req, false); err != nil {
 		s.fail(c, err)
 		return
 	}
-	p, err := s.Loop.SetPolicy(context.WithoutCancel(c.Request.Context()), c.Param("model"), p)
+	p, err := s.Loop.SetPolicy(context.WithoutCancel(c.Request.Context()), c.Param("model"), loopPolicyOf(req))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, p)
+	c.JSON(http.StatusOK, loopPolicyView(p))
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 )
 
@@ -17,7 +18,7 @@ func (s *server) listModels(c *gin.Context) {
 	if models == nil {
 		models = []registry.Model{}
 	}
-	c.JSON(http.StatusOK, gin.H{"models": models})
+	c.JSON(http.StatusOK, apiv1.ModelList{Models: models})
 }
 
 func (s *server) getModel(c *gin.Context) {
@@ -27,7 +28,7 @@ func (s *server) getModel(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"name": name, "versions": versions})
+	c.JSON(http.StatusOK, apiv1.ModelVersions{Name: name, Versions: convert(versions, modelVersionView)})
 }
 
 // pushModel streams the request body into the registry; gin never buffers
@@ -44,7 +45,7 @@ func (s *server) pushModel(c *gin.Context) {
 		status = http.StatusCreated
 		c.Header("Location", "/api/v1/models/"+name+"/versions/"+version)
 	}
-	c.JSON(status, mv)
+	c.JSON(status, modelVersionView(mv))
 }
 
 func (s *server) getVersion(c *gin.Context) {
@@ -53,7 +54,7 @@ func (s *server) getVersion(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, mv)
+	c.JSON(http.StatusOK, modelVersionView(mv))
 }
 
 func (s *server) getSignature(c *gin.Context) {

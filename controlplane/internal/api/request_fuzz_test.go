@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/internal/fuzzcorpus"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
@@ -21,9 +22,9 @@ var fuzzRoutes = []struct {
 	new      func() any
 	optional bool
 }{
-	{"/v1/enroll", func() any { return &enrollRequest{} }, false},
-	{"/api/v1/deployments", func() any { return &deployRequest{} }, false},
-	{"/api/v1/tokens", func() any { return &tokenRequest{} }, true},
+	{"/v1/enroll", func() any { return &apiv1.EnrollRequest{} }, false},
+	{"/api/v1/deployments", func() any { return &apiv1.DeployRequest{} }, false},
+	{"/api/v1/tokens", func() any { return &apiv1.TokenRequest{} }, true},
 }
 
 func decodeBody(route int, body []byte) (any, error) {

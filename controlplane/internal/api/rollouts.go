@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/rollout"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
@@ -52,7 +53,7 @@ func (s *server) listRollouts(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"rollouts": rs})
+	c.JSON(http.StatusOK, apiv1.RolloutList{Rollouts: rs})
 }
 
 func (s *server) getRollout(c *gin.Context) {
@@ -81,7 +82,7 @@ func (s *server) rolloutEvents(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"events": evs})
+	c.JSON(http.StatusOK, apiv1.RolloutEvents{Events: evs})
 }
 
 // rolloutAction runs POST /api/v1/rollouts/{id}/{pause|resume|promote|abort|rollback}.

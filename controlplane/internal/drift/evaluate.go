@@ -9,40 +9,19 @@ import (
 	"sort"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
 // Alert says that a model version's data drifted in a cohort for
-// Policy.Windows windows in a row.
-type Alert struct {
-	// ID is model/version/cohort/start, start the streak's first window
-	// start in unix milliseconds: one alert per streak.
-	ID      string `json:"id"`
-	Model   string `json:"model"`
-	Version string `json:"version"`
-	Cohort  string `json:"cohort"`
-	Policy  Policy `json:"policy"`
-	// StreakStart is the start of the streak's first window.
-	StreakStart time.Time `json:"streak_start"`
-	// Windows are the streak's windows up to the alert, oldest first.
-	Windows []AlertWindow `json:"windows"`
-	// TopFeatures are the three features of the last window with the
-	// largest Policy.Metric.
-	TopFeatures []FeatureDrift `json:"top_features"`
-	RaisedAt    time.Time      `json:"raised_at"`
-}
-
-// AlertWindow is one breaching window of an alert's streak.
-type AlertWindow struct {
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	Samples uint64    `json:"samples"`
-	PSI     float64   `json:"psi"`
-	JS      float64   `json:"js"`
-	KS      float64   `json:"ks"`
-}
+// Policy.Windows windows in a row; AlertWindow is one breaching window of
+// its streak. Both are stored as the API shows them.
+type (
+	Alert       = apiv1.Alert
+	AlertWindow = apiv1.AlertWindow
+)
 
 // streak is the evaluator's state of one model version and cohort.
 type streak struct {
@@ -173,11 +152,11 @@ func (s *Service) evaluateGroup(ctx context.Context, model string, pol Policy, w
 			}
 		}
 		judged = true
-		if w.Start.UnixMilli() != st.LastEnd || !pol.breaches(d) {
+		if w.Start.UnixMilli() != st.LastEnd || !breaches(pol, d) {
 			st.Windows, st.Length, st.Alerted = nil, 0, false // a gap or a calm window ends the streak
 		}
 		st.LastEnd = w.End.UnixMilli()
-		if !pol.breaches(d) {
+		if !breaches(pol, d) {
 			continue
 		}
 		if st.Length == 0 {

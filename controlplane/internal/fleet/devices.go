@@ -11,52 +11,21 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
 )
 
-// Device is a device as the API shows it (docs/API.md).
-type Device struct {
-	ID           string     `json:"id"`
-	Online       bool       `json:"online"`
-	LastSeen     *time.Time `json:"last_seen"` // null until the device first reports
-	EnrolledAt   time.Time  `json:"enrolled_at"`
-	AgentVersion string     `json:"agent_version"`
-	Profile      string     `json:"profile"`
-	// Labels and Group are the operator's (SetLabels); Labels is never
-	// nil, so that it is {} in JSON.
-	Labels map[string]string `json:"labels"`
-	Group  string            `json:"group"`
-	// Phase is PhaseName of the device's reported phase; "unknown" before
-	// its first report.
-	Phase             string       `json:"phase"`
-	Error             string       `json:"error"`
-	DesiredGeneration uint64       `json:"desired_generation"`
-	AppliedGeneration uint64       `json:"applied_generation"`
-	Models            []ModelState `json:"models"`
-}
-
-// ModelState is one model slot of a device: what the control plane wants
-// (DesiredVersion) and what the device reports.
-type ModelState struct {
-	Name            string `json:"name"`
-	ActiveVersion   string `json:"active_version"`
-	PreviousVersion string `json:"previous_version"`
-	DesiredVersion  string `json:"desired_version"`
-	// TargetVersion is the version the device reports working towards
-	// (its ModelStatus.desired): DesiredVersion once the device has
-	// received it.
-	TargetVersion string `json:"target_version"`
-	Phase         string `json:"phase"`
-	Error         string `json:"error"`
-	// Healthy: the active version has passed its manifest's health check.
-	Healthy bool `json:"healthy"`
-	// ActiveSince is when the active version started serving in the
-	// agent's current process; null if the device did not say.
-	ActiveSince *time.Time `json:"active_since"`
-}
+// Device is a device as the API shows it (docs/API.md): what the control
+// plane wants of it merged with what it last reported. Its Labels are
+// never nil, so that they are {} in JSON; its Phase is PhaseName of the
+// reported phase. ModelState is one model slot of a device.
+type (
+	Device     = apiv1.Device
+	ModelState = apiv1.DeviceModel
+)
 
 // PhaseName is the API's name of a phase: the lower-case enum name without
 // its PHASE_ prefix ("self_test"), or "unknown" for PHASE_UNSPECIFIED and

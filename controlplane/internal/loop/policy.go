@@ -34,7 +34,7 @@ type Policy struct {
 	// Cooldown is the least time between the starts of two runs of the
 	// model; 0 is DefaultCooldown.
 	Cooldown  rollout.Duration `json:"cooldown,omitempty"`
-	UpdatedAt time.Time        `json:"updated_at"`
+	UpdatedAt time.Time        `json:"updated_at,omitzero"`
 }
 
 // templateVersion stands in for the candidate's version when a rollout

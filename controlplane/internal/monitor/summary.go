@@ -6,34 +6,19 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 	"github.com/shoalfleet/shoal/internal/topics"
 )
 
-// Summary is the telemetry overview of GET /api/v1/telemetry (docs/API.md).
-type Summary struct {
-	Devices []DeviceSummary `json:"devices"`
-	Total   Totals          `json:"total"`
-}
-
-// DeviceSummary is one device's telemetry totals.
-type DeviceSummary struct {
-	DeviceID       string `json:"device_id"`
-	Records        uint64 `json:"records"`
-	Predictions    uint64 `json:"predictions"`
-	Errors         uint64 `json:"errors"`
-	HighestSeq     uint64 `json:"highest_seq"`
-	DroppedRecords uint64 `json:"dropped_records"`
-}
-
-// Totals sums DeviceSummary over devices.
-type Totals struct {
-	Records        uint64 `json:"records"`
-	Predictions    uint64 `json:"predictions"`
-	Errors         uint64 `json:"errors"`
-	DroppedRecords uint64 `json:"dropped_records"`
-}
+// Summary is the telemetry overview of GET /api/v1/telemetry
+// (docs/API.md): DeviceSummary by device, Totals over them.
+type (
+	Summary       = apiv1.TelemetrySummary
+	DeviceSummary = apiv1.DeviceTelemetry
+	Totals        = apiv1.TelemetryTotals
+)
 
 // Summary returns the telemetry totals of every device that has sent any
 // (deviceID ""), or of one device. Errors: Invalid (not a device id),

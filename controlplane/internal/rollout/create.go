@@ -32,7 +32,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 	if err := ctx.Err(); err != nil {
 		return Rollout{}, err
 	}
-	if err := spec.Normalize(); err != nil {
+	if err := Normalize(&spec); err != nil {
 		return Rollout{}, shoalerr.E(shoalerr.Invalid, op, "%v", err)
 	}
 	if _, err := e.reg.Get(ctx, spec.Model, spec.Version); err != nil {
@@ -48,13 +48,13 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 	}
 	for i := 1; i < len(spec.Stages); i++ {
 		prev, cur := &spec.Stages[i-1], &spec.Stages[i]
-		if cur.size(len(targets)) < prev.size(len(targets)) {
+		if stageSize(cur, len(targets)) < stageSize(prev, len(targets)) {
 			return Rollout{}, shoalerr.E(shoalerr.Invalid, op, "stage %q covers %d devices, fewer than stage %q before it (%d); sizes are cumulative, so each stage covers at least as many as the one before",
-				cur.Name, cur.size(len(targets)), prev.Name, prev.size(len(targets)))
+				cur.Name, stageSize(cur, len(targets)), prev.Name, stageSize(prev, len(targets)))
 		}
 	}
 	last := spec.Stages[len(spec.Stages)-1]
-	if n := last.size(len(targets)); n < len(targets) {
+	if n := stageSize(&last, len(targets)); n < len(targets) {
 		return Rollout{}, shoalerr.E(shoalerr.Invalid, op, "the last stage %q covers %d of the %d devices selected; end with percent: 100 (or narrow the selector)", last.Name, n, len(targets))
 	}
 
@@ -68,7 +68,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 		return Rollout{}, shoalerr.E(shoalerr.Conflict, op, "%s; abort it first, or create this rollout with supersede", describeHolders(spec.Model, holders))
 	}
 
-	env, m, err := e.reg.Manifest(ctx, spec.Model, spec.Version, registry.ManifestOptions{HealthCheck: spec.Health.proto(), CaptureShare: spec.CaptureShare})
+	env, m, err := e.reg.Manifest(ctx, spec.Model, spec.Version, registry.ManifestOptions{HealthCheck: healthProto(spec.Health), CaptureShare: spec.CaptureShare})
 	if err != nil {
 		return Rollout{}, err
 	}
@@ -347,7 +347,7 @@ func nextSeq(tx store.Tx, key []byte) (uint64, error) {
 func stageSummary(spec Spec, targets int) string {
 	parts := make([]string, len(spec.Stages))
 	for i, st := range spec.Stages {
-		parts[i] = fmt.Sprintf("%s (%d)", st.Name, st.size(targets))
+		parts[i] = fmt.Sprintf("%s (%d)", st.Name, stageSize(&st, targets))
 	}
 	return strings.Join(parts, " → ")
 }

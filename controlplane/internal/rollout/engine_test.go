@@ -542,7 +542,7 @@ func TestStageSizes(t *testing.T) {
 		{Stage{Percent: 100}, 7, 7},
 		{Stage{Percent: 33.3}, 3, 1},
 	} {
-		if got := tc.st.size(tc.targets); got != tc.want {
+		if got := stageSize(&tc.st, tc.targets); got != tc.want {
 			t.Errorf("%+v of %d = %d; want %d", tc.st, tc.targets, got, tc.want)
 		}
 	}

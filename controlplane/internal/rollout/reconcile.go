@@ -417,7 +417,7 @@ func (p *pass) startStage(i int) {
 	p.rec.Stage = i
 	st := &p.rec.Spec.Stages[i]
 	t := p.now
-	p.rec.Stages[i] = stageRecord{Size: st.size(p.rec.Targets), StartedAt: &t}
+	p.rec.Stages[i] = stageRecord{Size: stageSize(st, p.rec.Targets), StartedAt: &t}
 	p.dirty = true
 	p.event(Event{Type: EventStage, Stage: st.Name, Message: fmt.Sprintf("stage %s (%d of %d) started: %s in all, counting those before", st.Name, i+1, len(p.rec.Stages), plural(p.rec.Stages[i].Size, "device"))})
 }
@@ -442,7 +442,7 @@ func (p *pass) assign(view map[string]fleet.Device) {
 			inStage++
 		}
 	}
-	budget := st.allowed(p.now.Sub(*sr.StartedAt)) - inStage
+	budget := stageAllowed(st, p.now.Sub(*sr.StartedAt)) - inStage
 	last := p.rec.Stage == len(p.rec.Stages)-1
 	for _, d := range p.devs {
 		if seen >= sr.Size || budget <= 0 {
@@ -503,7 +503,7 @@ func (p *pass) prepareRollbacks(ctx context.Context) error {
 		if _, ok := p.rec.Rollbacks[d.Previous]; ok {
 			continue
 		}
-		env, _, err := p.e.reg.Manifest(ctx, p.rec.Spec.Model, d.Previous, registry.ManifestOptions{Rollback: true, HealthCheck: p.rec.Spec.Health.proto()})
+		env, _, err := p.e.reg.Manifest(ctx, p.rec.Spec.Model, d.Previous, registry.ManifestOptions{Rollback: true, HealthCheck: healthProto(p.rec.Spec.Health)})
 		if err != nil {
 			return fmt.Errorf("rollback manifest of %s %s: %w", p.rec.Spec.Model, d.Previous, err)
 		}

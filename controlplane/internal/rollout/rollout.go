@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/fleet"
 	"github.com/shoalfleet/shoal/controlplane/internal/monitor"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
@@ -71,11 +72,11 @@ var _ Telemetry = (*monitor.Monitor)(nil)
 
 // Rollout states.
 const (
-	StateRunning    = "running"
-	StatePaused     = "paused"
-	StateCompleted  = "completed"
-	StateRolledBack = "rolled_back"
-	StateAborted    = "aborted"
+	StateRunning    = apiv1.RolloutRunning
+	StatePaused     = apiv1.RolloutPaused
+	StateCompleted  = apiv1.RolloutCompleted
+	StateRolledBack = apiv1.RolloutRolledBack
+	StateAborted    = apiv1.RolloutAborted
 )
 
 // Device phases within a rollout.
@@ -240,16 +241,8 @@ type deviceRecord struct {
 
 func (d *deviceRecord) notified() bool { return d.Stage >= 0 }
 
-// Event is one change in a rollout.
-type Event struct {
-	Seq     uint64    `json:"seq"`
-	Time    time.Time `json:"time"`
-	Type    string    `json:"type"`
-	Stage   string    `json:"stage,omitempty"`
-	Device  string    `json:"device,omitempty"`
-	Phase   string    `json:"phase,omitempty"`
-	Message string    `json:"message"`
-}
+// Event is one change in a rollout, stored as the API shows it.
+type Event = apiv1.RolloutEvent
 
 // Event types.
 const (

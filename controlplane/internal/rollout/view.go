@@ -6,65 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
-// Rollout is a rollout as the API shows it (docs/API.md).
-type Rollout struct {
-	ID      string `json:"id"`
-	Model   string `json:"model"`
-	Version string `json:"version"`
-	// State: running, paused, completed, rolled_back or aborted.
-	State string `json:"state"`
-	// Reason says why the rollout is paused, rolled back or aborted.
-	Reason string `json:"reason"`
-	// Stage is the name of the current (or last) stage.
-	Stage           string         `json:"stage"`
-	Targets         int            `json:"targets"`
-	ReleaseSequence uint64         `json:"release_sequence"`
-	Phases          map[string]int `json:"phases"` // devices by phase
-	Stages          []StageStatus  `json:"stages"`
-	CreatedAt       time.Time      `json:"created_at"`
-	UpdatedAt       time.Time      `json:"updated_at"`
-	EndedAt         *time.Time     `json:"ended_at"`
-	Spec            Spec           `json:"spec"`
-	Devices         []DeviceStatus `json:"devices"`
-	// Events is every event, oldest first (Get only).
-	Events []Event `json:"events,omitempty"`
-}
-
-// StageStatus is one stage's progress.
-type StageStatus struct {
-	Name string `json:"name"`
-	// State: pending, running or passed.
-	State string `json:"state"`
-	// Size is the number of devices seen online the stage needs (its
-	// cumulative size).
-	Size      int        `json:"size"`
-	Notified  int        `json:"notified"` // devices this stage notified
-	Healthy   int        `json:"healthy"`
-	Failed    int        `json:"failed"`
-	Offline   int        `json:"offline"`
-	StartedAt *time.Time `json:"started_at"`
-	GateMetAt *time.Time `json:"gate_met_at"`
-	PassedAt  *time.Time `json:"passed_at"`
-	Promoted  bool       `json:"promoted"`
-}
-
-// DeviceStatus is one device's place in a rollout.
-type DeviceStatus struct {
-	ID string `json:"id"`
-	// Stage is the stage that notified the device ("" while pending).
-	Stage      string     `json:"stage"`
-	Phase      string     `json:"phase"`
-	Reason     string     `json:"reason"`
-	Previous   string     `json:"previous_version"`
-	NotifiedAt *time.Time `json:"notified_at"`
-	ChangedAt  time.Time  `json:"changed_at"`
-}
+// The views of a rollout are the API's types (docs/API.md): Rollout with
+// the progress of each stage (StageStatus) and device (DeviceStatus).
+type (
+	Rollout      = apiv1.Rollout
+	StageStatus  = apiv1.StageStatus
+	DeviceStatus = apiv1.RolloutDevice
+)
 
 // Get returns rollout id with its devices and events. Errors: NotFound.
 func (e *Engine) Get(ctx context.Context, id string) (Rollout, error) {
@@ -161,7 +115,7 @@ func (e *Engine) get(id string, withDevices, withEvents bool) (Rollout, error) {
 			StartedAt: sr.StartedAt, GateMetAt: sr.GateMetAt, PassedAt: sr.PassedAt, Promoted: sr.Promoted,
 		}
 		if sr.StartedAt == nil {
-			r.Stages[i].Size = rec.Spec.Stages[i].size(rec.Targets)
+			r.Stages[i].Size = stageSize(&rec.Spec.Stages[i], rec.Targets)
 		}
 	}
 	for _, d := range devs {
