@@ -91,7 +91,6 @@ func (s *Service) Policy(ctx context.Context, model string) (Policy, error) {
 	return p, nil
 }
 
-
 // storeAttempts is how often a transaction is retried on a write conflict.
 const storeAttempts = 5
 

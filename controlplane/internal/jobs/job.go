@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
 	"github.com/shoalfleet/shoal/controlplane/internal/store"
@@ -22,13 +23,14 @@ import (
 // State is where a job is in its life.
 type State string
 
-// The states. Succeeded, Failed and Cancelled are final.
+// The states, the API's (apiv1). Succeeded, Failed and Cancelled are
+// final.
 const (
-	Queued    State = "queued"
-	Running   State = "running"
-	Succeeded State = "succeeded"
-	Failed    State = "failed"
-	Cancelled State = "cancelled"
+	Queued    State = apiv1.JobQueued
+	Running   State = apiv1.JobRunning
+	Succeeded State = apiv1.JobSucceeded
+	Failed    State = apiv1.JobFailed
+	Cancelled State = apiv1.JobCancelled
 )
 
 // Final reports whether a job in state s will not change again.

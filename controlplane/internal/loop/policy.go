@@ -118,5 +118,4 @@ func (s *Service) Policy(ctx context.Context, model string) (Policy, error) {
 	return p, nil
 }
 
-
 func policyKey(model string) []byte { return []byte(policyPrefix + model) }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/drift"
 	"github.com/shoalfleet/shoal/controlplane/internal/jobs"
 	"github.com/shoalfleet/shoal/controlplane/internal/registry"
@@ -21,15 +22,15 @@ import (
 // State is where a run is.
 type State string
 
-// The states. Rejected, Failed and Done are final, and so is Candidate
-// when the policy has no rollout.
+// The states, the API's (apiv1). Rejected, Failed and Done are final,
+// and so is Candidate when the policy has no rollout.
 const (
-	Training   State = "training"
-	Rejected   State = "rejected"
-	Candidate  State = "candidate"
-	RollingOut State = "rolling_out"
-	Done       State = "done"
-	Failed     State = "failed"
+	Training   State = apiv1.LoopTraining
+	Rejected   State = apiv1.LoopRejected
+	Candidate  State = apiv1.LoopCandidate
+	RollingOut State = apiv1.LoopRollingOut
+	Done       State = apiv1.LoopDone
+	Failed     State = apiv1.LoopFailed
 )
 
 // Run is one turn of the loop for a model: from an alert to a rejected
