@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -381,18 +380,13 @@ func printRollout(w io.Writer, r client.Rollout, events int) error {
 // followRollout prints a rollout's events as they happen, and a progress
 // line per stage, until it ends or ctx does.
 func followRollout(ctx context.Context, c *client.Client, o *rootOptions, id string, quiet bool) (client.Rollout, error) {
-	var after uint64
 	last := ""
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		evs, err := c.RolloutEvents(ctx, id, after)
-		if err != nil {
-			return client.Rollout{}, fmt.Errorf("follow rollout %s: %w", id, err)
+	return c.WaitRollout(ctx, id, 500*time.Millisecond, func(evs []client.RolloutEvent, r client.Rollout) error {
+		if o.json {
+			return nil
 		}
 		for _, ev := range evs {
-			after = ev.Seq
-			if o.json || (quiet && ev.Type == "device" && ev.Phase != "failed") {
+			if quiet && ev.Type == "device" && ev.Phase != "failed" {
 				continue
 			}
 			who := ""
@@ -401,66 +395,10 @@ func followRollout(ctx context.Context, c *client.Client, o *rootOptions, id str
 			}
 			fmt.Fprintf(o.stdout, "  %s  %s%s\n", ev.Time.Local().Format("15:04:05"), who, ev.Message)
 		}
-		r, err := c.Rollout(ctx, id)
-		if err != nil {
-			return client.Rollout{}, fmt.Errorf("follow rollout %s: %w", id, err)
-		}
-		if line := progressLine(r); line != last && !o.json {
+		if line := client.RolloutProgress(r); line != last {
 			fmt.Fprintln(o.stdout, line)
 			last = line
 		}
-		if r.Ended() {
-			return r, nil
-		}
-		select {
-		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// progressLine is one line of a rollout's progress: its stage and phase
-// counts.
-func progressLine(r client.Rollout) string {
-	// Stage sizes are cumulative: count the healthy devices of this
-	// stage and those before it.
-	var stage client.RolloutStage
-	healthy := 0
-	for _, s := range r.Stages {
-		healthy += s.Healthy
-		if s.Name == r.Stage {
-			stage = s
-			break
-		}
-	}
-	phases := make([]string, 0, len(r.Phases))
-	for _, p := range sortedPhaseNames(r.Phases) {
-		phases = append(phases, fmt.Sprintf("%s %d", p, r.Phases[p]))
-	}
-	return fmt.Sprintf("[%s] stage %s %s %d of %d healthy | %s", r.State, stage.Name, bar(healthy, max(stage.Size, 1), 20), healthy, stage.Size, strings.Join(phases, ", "))
-}
-
-// phaseOrder is the order phases are shown in.
-var phaseOrder = []string{"pending", "offline", "notified", "downloading", "verifying", "active", "healthy", "failed", "rolling_back", "rolled_back"}
-
-func sortedPhaseNames(m map[string]int) []string {
-	rank := map[string]int{}
-	for i, p := range phaseOrder {
-		rank[p] = i
-	}
-	out := make([]string, 0, len(m))
-	for p, n := range m {
-		if n > 0 {
-			out = append(out, p)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return rank[out[i]] < rank[out[j]] })
-	return out
-}
-
-// bar draws done/total as a bar of width characters.
-func bar(done, total, width int) string {
-	n := min(width, done*width/total)
-	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "]"
+		return nil
+	})
 }
