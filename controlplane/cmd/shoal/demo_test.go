@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
@@ -43,20 +42,18 @@ func runDemoCmd(t *testing.T, ctx context.Context, out *lockedBuffer, args ...st
 	return cmd.ExecuteContext(ctx)
 }
 
-// TestDemoShortDuration: a --duration that ends long before the loop
-// does ends the demo cleanly.
-func TestDemoShortDuration(t *testing.T) {
-	onnxrt.MustInitForTest(t)
-	out := &lockedBuffer{}
-	start := time.Now()
-	if err := runDemoCmd(t, context.Background(), out, "--agents", "2", "--duration", "4s"); err != nil {
-		t.Fatalf("demo --duration 4s = %v; want a clean exit\n%s", err, out)
-	}
-	if d := time.Since(start); d > 30*time.Second {
-		t.Errorf("demo --duration 4s took %s", d)
-	}
-	if !strings.Contains(out.String(), "final count:") {
-		t.Errorf("no final count in the output:\n%s", out)
+// TestDemoFlags: bad flags are refused before anything starts (the demo
+// package's tests cover a short --duration).
+func TestDemoFlags(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"--agents 0", "--agents must be at least 1"},
+		{"--interval 0s", "--interval must be positive"},
+	} {
+		out := &lockedBuffer{}
+		err := runDemoCmd(t, context.Background(), out, strings.Fields(c.args)...)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("demo %s = %v; want %q", c.args, err, c.want)
+		}
 	}
 }
 
