@@ -154,7 +154,10 @@ func TestFloatsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, _ := out.Output("y")
+	o, ok := out.Output("y")
+	if !ok {
+		t.Fatalf("no output y in %+v", out.Outputs)
+	}
 	got, err := o.Float32s()
 	if err != nil {
 		t.Fatal(err)

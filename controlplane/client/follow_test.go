@@ -84,7 +84,9 @@ func TestWaitRollout(t *testing.T) {
 	f = &fakeRollout{steps: 5}
 	srv2 := httptest.NewServer(f)
 	defer srv2.Close()
-	c, _ = New(srv2.URL)
+	if c, err = New(srv2.URL); err != nil {
+		t.Fatal(err)
+	}
 	stop := errors.New("stop here")
 	if _, err := c.WaitRollout(context.Background(), "r1", time.Millisecond, func([]RolloutEvent, Rollout) error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("WaitRollout with a failing progress = %v; want its error", err)
