@@ -55,6 +55,10 @@ type Config struct {
 	PublicBrokerURL string
 	// TopicPrefix is the MQTT topic prefix (default topics.DefaultPrefix).
 	TopicPrefix string
+	// TrustedProxies are the addresses or CIDRs of reverse proxies in front
+	// of the HTTP API whose X-Forwarded-For names the client; none by
+	// default, so a client is known by the address it connects from.
+	TrustedProxies []string
 	// ONNXRuntimeLib is the path of libonnxruntime.so; empty searches
 	// $ONNXRUNTIME_LIB, the cache and the system (onnxrt.Init).
 	ONNXRuntimeLib string

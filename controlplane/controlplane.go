@@ -184,7 +184,7 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		OnAlert: cp.retrain.OnAlert,
 	})
 
-	handler := api.New(api.Deps{
+	handler, err := api.New(api.Deps{
 		Registry:     cp.registry,
 		Fleet:        cp.fleet,
 		Monitor:      cp.monitor,
@@ -198,7 +198,12 @@ func New(cfg Config) (_ *ControlPlane, err error) {
 		TopicPrefix:  cp.scheme.Prefix,
 		BrokerURL:    cp.PublicBrokerURL,
 		Metrics:      cp.metrics,
+
+		TrustedProxies: cfg.TrustedProxies,
 	}, cp.log.With("component", "api"))
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
 	if cfg.HTTPMiddleware != nil {
 		handler = cfg.HTTPMiddleware(handler)
 	}

@@ -34,6 +34,7 @@ and --public-broker-url with the address devices reach the broker at.`,
 	f.StringVar(&cfg.HTTPAddr, "http-addr", controlplane.DefaultHTTPAddr, "HTTP API listen address")
 	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", controlplane.DefaultMQTTAddr, "embedded MQTT broker listen address (unused with --broker)")
 	f.StringVar(&cfg.BrokerURL, "broker", os.Getenv("SHOAL_BROKER"), "external MQTT broker URL (tcp://user:pass@host:1883) instead of the embedded broker (env SHOAL_BROKER, which keeps the password off the command line)")
+	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For names the client (repeatable; none by default)")
 	f.StringVar(&cfg.PublicBrokerURL, "public-broker-url", "", "broker URL agents are told at enrollment (default tcp://{mqtt-addr}, or --broker without credentials)")
 	f.StringVar(&cfg.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "MQTT topic prefix")
 	f.DurationVar(&cfg.DriftWindow, "drift-window", controlplane.DefaultDriftWindow, "window data statistics are aggregated over and drift judged on; must divide 24h (1h, 30m, 15m, ...)")

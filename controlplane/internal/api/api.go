@@ -7,10 +7,12 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -89,6 +91,9 @@ type Deps struct {
 	// Metrics, if set, returns the metrics GET /metrics adds to the
 	// process's own (procstats); it is called once per scrape.
 	Metrics func() []procstats.Metric
+	// TrustedProxies are the addresses or CIDRs of reverse proxies whose
+	// forwarding headers name the client; none by default.
+	TrustedProxies []string
 }
 
 // maxJSONBody bounds a JSON request body.
@@ -99,11 +104,25 @@ type server struct {
 	log *slog.Logger
 }
 
-// New returns the API's HTTP handler.
-func New(deps Deps, log *slog.Logger) http.Handler {
-	gin.SetMode(gin.ReleaseMode)
+// quietGin turns gin's own output (route tables and warnings printed to
+// stdout) off, once and race-free: gin's mode is process-wide, and Shoal
+// logs through slog. A GIN_MODE set by the operator is left alone.
+var quietGin = sync.OnceFunc(func() {
+	if os.Getenv(gin.EnvGinMode) == "" {
+		gin.SetMode(gin.ReleaseMode)
+	}
+})
+
+// New returns the API's HTTP handler. Clients are known by the address
+// they connect from: X-Forwarded-For and the like are believed only from
+// Deps.TrustedProxies.
+func New(deps Deps, log *slog.Logger) (http.Handler, error) {
+	quietGin()
 	s := &server{Deps: deps, log: log}
 	r := gin.New()
+	if err := r.SetTrustedProxies(deps.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("api: trusted proxies %v: %w", deps.TrustedProxies, err)
+	}
 	r.HandleMethodNotAllowed = true
 	r.Use(s.requestID, s.logRequests, gin.CustomRecoveryWithWriter(nil, s.recovered))
 	r.NoRoute(s.noRoute)
@@ -175,5 +194,5 @@ func New(deps Deps, log *slog.Logger) http.Handler {
 	}
 
 	r.GET("/metrics", gin.WrapH(procstats.Handler(deps.Metrics)))
-	return r
+	return r, nil
 }

@@ -147,7 +147,7 @@ func newEnv(t *testing.T, wrap ...func(Registry) Registry) *env {
 	for _, w := range wrap {
 		r = w(r)
 	}
-	e.srv = httptest.NewServer(New(Deps{
+	e.srv = httptest.NewServer(mustNew(t, Deps{
 		Registry:     r,
 		Fleet:        e.fleet,
 		Monitor:      e.mon,
@@ -928,5 +928,50 @@ func TestStatusOf(t *testing.T) {
 		if got := statusOf(code); got != want {
 			t.Errorf("statusOf(%s) = %d; want %d", code, got, want)
 		}
+	}
+}
+
+// mustNew is New for tests.
+func mustNew(t testing.TB, d Deps, log *slog.Logger) http.Handler {
+	t.Helper()
+	h, err := New(d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestClientAddressIgnoresForwardingHeaders: a client cannot name its own
+// address with X-Forwarded-For unless it is a trusted proxy; the request
+// log shows the address it connected from.
+func TestClientAddressIgnoresForwardingHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		want    string
+	}{
+		{"no trusted proxy", nil, "remote=127.0.0.1"},
+		{"loopback trusted", []string{"127.0.0.1"}, "remote=203.0.113.9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &lockedBuffer{}
+			srv := httptest.NewServer(mustNew(t, Deps{PublicKeyPEM: []byte("k"), TrustedProxies: tc.trusted},
+				slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+			defer srv.Close()
+			req, _ := http.NewRequest("GET", srv.URL+"/api/v1/trust/public-key", nil)
+			req.Header.Set("X-Forwarded-For", "203.0.113.9")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			srv.Close() // the request is logged once answered
+			if got := logs.String(); !strings.Contains(got, tc.want) {
+				t.Errorf("request log %q; want %s", got, tc.want)
+			}
+		})
+	}
+	if _, err := New(Deps{TrustedProxies: []string{"not-an-address"}}, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("New took a trusted proxy that is not an address")
 	}
 }

@@ -56,7 +56,7 @@ func TestCaptures(t *testing.T) {
 	scheme := topics.New("")
 	mon := monitor.New(st, discard{}, scheme, log, time.Now)
 	e := &env{t: t, logs: logs}
-	e.srv = httptest.NewServer(New(Deps{Registry: captureRegistry{}, Datasets: ds, Captures: mon}, log))
+	e.srv = httptest.NewServer(mustNew(t, Deps{Registry: captureRegistry{}, Datasets: ds, Captures: mon}, log))
 	t.Cleanup(e.srv.Close)
 
 	r := e.do(http.MethodPost, "/api/v1/captures/m1/dataset?name=m1-captures", nil)

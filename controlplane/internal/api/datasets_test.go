@@ -35,7 +35,7 @@ func datasetEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, logs: logs}
-	e.srv = httptest.NewServer(New(Deps{Datasets: ds}, log))
+	e.srv = httptest.NewServer(mustNew(t, Deps{Datasets: ds}, log))
 	t.Cleanup(e.srv.Close)
 	return e
 }
@@ -189,7 +189,7 @@ func TestDatasetErrors(t *testing.T) {
 // not there.
 func TestDatasetRoutesNeedDatasets(t *testing.T) {
 	e := &env{t: t}
-	e.srv = httptest.NewServer(New(Deps{}, slog.New(slog.DiscardHandler)))
+	e.srv = httptest.NewServer(mustNew(t, Deps{}, slog.New(slog.DiscardHandler)))
 	t.Cleanup(e.srv.Close)
 	e.pushCSV("name=toy&label=y", toyCSV).wantError(t, http.StatusNotFound, shoalerr.NotFound, "no route POST /api/v1/datasets")
 	e.get("/api/v1/datasets").wantError(t, http.StatusNotFound, shoalerr.NotFound, "no route")

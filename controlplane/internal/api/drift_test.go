@@ -86,7 +86,7 @@ func driftEnv(t *testing.T) (*drift.Service, *env) {
 		t.Fatalf("monitor stats = %+v; want 2 merged", s)
 	}
 	svc := drift.New(st, mon, driftProfiles{prof}, drift.Options{Now: now})
-	srv := httptest.NewServer(New(Deps{Drift: svc}, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(mustNew(t, Deps{Drift: svc}, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	return svc, &env{t: t, srv: srv}
 }

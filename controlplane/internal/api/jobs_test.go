@@ -64,7 +64,7 @@ func jobsEnv(t *testing.T) (*env, *jobs.Runner, chan struct{}) {
 	}
 	t.Cleanup(func() { runner.Close() })
 	e := &env{t: t, logs: logs, reg: reg}
-	e.srv = httptest.NewServer(New(Deps{Datasets: ds, Jobs: runner}, log))
+	e.srv = httptest.NewServer(mustNew(t, Deps{Datasets: ds, Jobs: runner}, log))
 	t.Cleanup(e.srv.Close)
 	return e, runner, started
 }

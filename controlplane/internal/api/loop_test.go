@@ -23,7 +23,7 @@ func TestLoopRoutes(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	svc := loop.New(st, nil, nil, nil, loop.Options{Now: func() time.Time { return now }})
-	srv := httptest.NewServer(New(Deps{Loop: svc}, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(mustNew(t, Deps{Loop: svc}, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv}
 

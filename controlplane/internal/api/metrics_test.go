@@ -14,7 +14,7 @@ import (
 
 func TestMetrics(t *testing.T) {
 	batches := 3.0
-	srv := httptest.NewServer(New(Deps{Metrics: func() []procstats.Metric {
+	srv := httptest.NewServer(mustNew(t, Deps{Metrics: func() []procstats.Metric {
 		return []procstats.Metric{{Name: "shoal_telemetry_batches_total", Help: "Batches.", Kind: procstats.Counter, Value: batches}}
 	}}, slog.New(slog.DiscardHandler)))
 	defer srv.Close()

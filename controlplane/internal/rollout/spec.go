@@ -212,4 +212,10 @@ func stageAllowed(st *Stage, elapsed time.Duration) int {
 	return int(total)
 }
 
-func checkName(field, s string) error { return names.Check(field, s) }
+// checkName checks a spec's name field: absent, or a name (names.Check).
+func checkName(field, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s is missing", field)
+	}
+	return names.Check(field, s)
+}
