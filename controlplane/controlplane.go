@@ -293,7 +293,7 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 		return fmt.Errorf("control plane: start-up interrupted: %w", context.Cause(ctx))
 	}
 	if err != nil {
-		cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "error", err, "retry_in", cp.cfg.ManifestRefreshInterval)
+		cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "err", err, "retry_in", cp.cfg.ManifestRefreshInterval)
 	}
 	pctx, pcancel := context.WithTimeout(ctx, dialTimeout)
 	err = cp.fleet.Republish(pctx)
@@ -360,7 +360,7 @@ func (cp *ControlPlane) runGroup(ln net.Listener) {
 	go func() {
 		err := g.Wait()
 		if err != nil {
-			cp.log.Error("control plane stopping", "error", err)
+			cp.log.Error("control plane stopping", "err", err)
 		}
 		cp.mu.Lock()
 		cp.groupErr = err
@@ -443,7 +443,7 @@ func (cp *ControlPlane) refreshLoop(ctx context.Context) {
 		err := cp.refreshManifests(pctx)
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "error", err, "retry_in", cp.cfg.ManifestRefreshInterval)
+			cp.log.Error("could not re-sign expiring deployment manifests; will try again", "component", "fleet", "err", err, "retry_in", cp.cfg.ManifestRefreshInterval)
 		}
 	}
 }

@@ -56,7 +56,7 @@ func (s *server) fail(c *gin.Context, err error) {
 		return
 	}
 	id := requestIDOf(c)
-	s.log.Error("request failed", "request_id", id, "method", c.Request.Method, "path", c.Request.URL.Path, "status", status, "error", err)
+	s.log.Error("request failed", "request_id", id, "method", c.Request.Method, "path", c.Request.URL.Path, "status", status, "err", err)
 	c.AbortWithStatusJSON(status, serverError(code, id))
 }
 

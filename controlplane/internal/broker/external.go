@@ -105,7 +105,7 @@ func DialExternal(ctx context.Context, cfg ExternalConfig, log *slog.Logger) (*E
 		SetDefaultPublishHandler(x.routeUnmatched).
 		SetOnConnectHandler(x.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			x.log.Warn("MQTT connection lost; reconnecting", "error", err)
+			x.log.Warn("MQTT connection lost; reconnecting", "err", err)
 		}).
 		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
 			x.log.Info("MQTT reconnecting")
@@ -269,7 +269,7 @@ func (x *External) onConnect(c paho.Client) {
 	x.log.Info("MQTT connected", "subscriptions", len(filters))
 	for _, f := range filters {
 		if err := x.subscribe(c, f, subs[f]); err != nil {
-			x.log.Error("MQTT resubscribe failed", "filter", f, "error", err)
+			x.log.Error("MQTT resubscribe failed", "filter", f, "err", err)
 		}
 	}
 }

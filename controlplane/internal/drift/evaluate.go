@@ -54,7 +54,7 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		if err := s.Evaluate(ctx); err != nil && ctx.Err() == nil {
-			s.lim.Log(s.opts.Log, slog.LevelError, "evaluate", "drift evaluation failed; will try again", "error", err)
+			s.lim.Log(s.opts.Log, slog.LevelError, "evaluate", "drift evaluation failed; will try again", "err", err)
 		}
 	}
 }
@@ -147,7 +147,7 @@ func (s *Service) evaluateGroup(ctx context.Context, model string, pol Policy, w
 			if _, err := s.profile(ctx, model, version); err != nil {
 				// No profile (yet): judge nothing, so that the windows are
 				// judged once it is there.
-				s.lim.Log(s.opts.Log, slog.LevelWarn, "profile\x00"+model+"/"+version, "cannot evaluate drift", "model", model, "version", version, "error", err)
+				s.lim.Log(s.opts.Log, slog.LevelWarn, "profile\x00"+model+"/"+version, "cannot evaluate drift", "model", model, "version", version, "err", err)
 				return nil
 			}
 		}

@@ -152,7 +152,7 @@ func (s *Service) ClearDesired(ctx context.Context, modelName string, deviceIDs 
 	if changed > 0 {
 		if err := store.Retry(s.st, storeAttempts, deleteUnusedEnvelopes); err != nil {
 			// Garbage left behind costs disk, not correctness.
-			s.log.Warn("cannot delete unused manifest envelopes", "error", err)
+			s.log.Warn("cannot delete unused manifest envelopes", "err", err)
 		}
 	}
 	if err != nil {
@@ -388,7 +388,7 @@ func (s *Service) Republish(ctx context.Context) error {
 	}
 	if err := store.Retry(s.st, storeAttempts, deleteUnusedEnvelopes); err != nil {
 		// Garbage left behind costs disk, not correctness.
-		s.log.Warn("cannot delete unused manifest envelopes", "error", err)
+		s.log.Warn("cannot delete unused manifest envelopes", "err", err)
 	}
 	if err := pub.err(op, len(ids)); err != nil {
 		return err

@@ -234,7 +234,7 @@ func (s *Service) Authenticate(username, password string) bool {
 		return err
 	})
 	if err != nil {
-		s.logLimited("auth-store", username, "cannot check device credentials", "device", username, "error", err)
+		s.logLimited("auth-store", username, "cannot check device credentials", "device", username, "err", err)
 		return false
 	}
 	got := sha256.Sum256([]byte(password))

@@ -110,7 +110,7 @@ func (s *Service) check(topic string, want topics.Kind, payload []byte, max int)
 	}
 	if err != nil {
 		s.stats.badTopic.Add(1)
-		s.logLimited("topic", "", "dropped message on an unexpected topic", "kind", want, "error", err)
+		s.logLimited("topic", "", "dropped message on an unexpected topic", "kind", want, "err", err)
 		return "", false
 	}
 	if len(payload) > max {
@@ -126,7 +126,7 @@ func (s *Service) check(topic string, want topics.Kind, payload []byte, max int)
 func (s *Service) decode(id string, kind topics.Kind, payload []byte, m proto.Message, schema func() uint32, device func() string) bool {
 	if err := proto.Unmarshal(payload, m); err != nil {
 		s.stats.malformed.Add(1)
-		s.logLimited("malformed", id, "dropped malformed message", "device", id, "kind", kind, "error", err)
+		s.logLimited("malformed", id, "dropped malformed message", "device", id, "kind", kind, "err", err)
 		return false
 	}
 	if v := schema(); v != SchemaVersion {
@@ -169,7 +169,7 @@ func (s *Service) apply(id string, kind topics.Kind, change func(*stateRecord) b
 		s.logLimited("unknown", id, "dropped message from a device that is not enrolled", "device", id, "kind", kind)
 	case err != nil:
 		s.stats.storeErrors.Add(1)
-		s.logLimited("store", id, "cannot store device message", "device", id, "kind", kind, "error", err)
+		s.logLimited("store", id, "cannot store device message", "device", id, "kind", kind, "err", err)
 	case changed:
 		s.stats.accepted.Add(1)
 	default:

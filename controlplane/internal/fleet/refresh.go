@@ -97,7 +97,7 @@ func (s *Service) Refresh(ctx context.Context, expiringBefore time.Time, reissue
 	if changed > 0 {
 		if err := store.Retry(s.st, storeAttempts, deleteUnusedEnvelopes); err != nil {
 			// Garbage left behind costs disk, not correctness.
-			s.log.Warn("cannot delete replaced manifest envelopes", "error", err)
+			s.log.Warn("cannot delete replaced manifest envelopes", "err", err)
 		}
 	}
 	if len(failed) > 0 {

@@ -99,7 +99,7 @@ func (r *Runner) run(ctx context.Context, e *entry) (*Result, error) {
 	if perr != nil {
 		out.ProfileError = perr.Error()
 		r.log.Warn("model stored without a reference profile: agents will send no data statistics for it", "job", e.job.ID,
-			"model", mv.Name, "version", mv.Version, "error", perr)
+			"model", mv.Name, "version", mv.Version, "err", perr)
 	} else if b, err := datastats.EncodeProfile(profile); err == nil {
 		out.ProfileBytes = len(b)
 	}

@@ -396,7 +396,7 @@ func (r *Runner) work() {
 		r.mu.Unlock()
 
 		if err := r.save(j); err != nil {
-			r.log.Error("could not record job start", "job", id, "error", err)
+			r.log.Error("could not record job start", "job", id, "err", err)
 		}
 		r.log.Info("job started", "job", id)
 		res, err := r.run(ctx, e)
@@ -427,7 +427,7 @@ func (r *Runner) finish(ctx context.Context, e *entry, res *Result, err error) {
 	// The record is final before the job leaves the active set, so that
 	// Get never sees an older one.
 	if serr := r.save(j); serr != nil {
-		r.log.Error("could not record job end", "job", j.ID, "state", j.State, "error", serr)
+		r.log.Error("could not record job end", "job", j.ID, "state", j.State, "err", serr)
 	}
 	r.mu.Lock()
 	delete(r.active, j.ID)
@@ -439,7 +439,7 @@ func (r *Runner) finish(ctx context.Context, e *entry, res *Result, err error) {
 	case Cancelled:
 		r.log.Info("job cancelled", "job", j.ID)
 	default:
-		r.log.Warn("job failed", "job", j.ID, "error", j.Error)
+		r.log.Warn("job failed", "job", j.ID, "err", j.Error)
 	}
 }
 
@@ -471,7 +471,7 @@ func (r *Runner) progress(e *entry, p training.Progress) {
 	r.mu.Unlock()
 	if due {
 		if err := r.save(j); err != nil {
-			r.log.Warn("could not record job progress", "job", j.ID, "error", err)
+			r.log.Warn("could not record job progress", "job", j.ID, "err", err)
 		}
 	}
 }

@@ -24,7 +24,7 @@ func (s *Service) addCaptures(ctx context.Context, r *Run, ref dataset.Version) 
 	switch {
 	case err != nil:
 		r.notes = append(r.notes, fmt.Sprintf("captured rows: none added (%v); training on dataset %s v%d as it is", err, ref.Name, ref.Version))
-		s.log.Warn("captured rows not added to the retraining data", "model", r.Model, "dataset", ref.Name, "version", ref.Version, "error", err)
+		s.log.Warn("captured rows not added to the retraining data", "model", r.Model, "dataset", ref.Name, "version", ref.Version, "err", err)
 		return ref
 	case n == 0:
 		r.notes = append(r.notes, fmt.Sprintf("captured rows: 0; model %s has no labelled captured rows (captures whose predictions got a label through POST /v1/feedback), so the job trains on dataset %s v%d as it is", r.Model, ref.Name, ref.Version))

@@ -158,7 +158,7 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			if err := s.Step(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("retraining loop step failed; trying again at the next tick", "error", err)
+				s.log.Warn("retraining loop step failed; trying again at the next tick", "err", err)
 			}
 		}
 	}

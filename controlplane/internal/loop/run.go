@@ -95,7 +95,7 @@ func (s *Service) OnAlert(alert drift.Alert) {
 	ctx, cancel := context.WithTimeout(context.Background(), alertTimeout)
 	defer cancel()
 	if _, err := s.Start(ctx, alert); err != nil {
-		s.log.Warn("drift alert started no retraining", "model", alert.Model, "version", alert.Version, "alert", alert.ID, "error", err)
+		s.log.Warn("drift alert started no retraining", "model", alert.Model, "version", alert.Version, "alert", alert.ID, "err", err)
 	}
 }
 

@@ -96,7 +96,7 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 	}
 	if err != nil {
 		m.stats.badTopic.Add(1)
-		m.logLimited("topic", "", "dropped telemetry on an unexpected topic", "error", err)
+		m.logLimited("topic", "", "dropped telemetry on an unexpected topic", "err", err)
 		return
 	}
 	if len(payload) > MaxBatchBytes {
@@ -107,7 +107,7 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 	var b shoalv1.TelemetryBatch
 	if err := proto.Unmarshal(payload, &b); err != nil {
 		m.stats.malformed.Add(1)
-		m.logLimited("malformed", id, "dropped malformed telemetry batch", "device", id, "error", err)
+		m.logLimited("malformed", id, "dropped malformed telemetry batch", "device", id, "err", err)
 		return
 	}
 	if v := b.GetSchemaVersion(); v != SchemaVersion {
@@ -122,14 +122,14 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 	}
 	if err := checkBatch(&b); err != nil {
 		m.stats.badBatch.Add(1)
-		m.logLimited("batch", id, "dropped inconsistent telemetry batch", "device", id, "first_seq", b.GetFirstSeq(), "last_seq", b.GetLastSeq(), "error", err)
+		m.logLimited("batch", id, "dropped inconsistent telemetry batch", "device", id, "first_seq", b.GetFirstSeq(), "last_seq", b.GetLastSeq(), "err", err)
 		return
 	}
 
 	res, err := m.store(id, &b)
 	if err != nil {
 		m.stats.storeErrors.Add(1)
-		m.logLimited("store", id, "cannot store telemetry batch; not acknowledged", "device", id, "error", err)
+		m.logLimited("store", id, "cannot store telemetry batch; not acknowledged", "device", id, "err", err)
 		return
 	}
 	m.stats.batches.Add(1)
@@ -146,7 +146,7 @@ func (m *Monitor) HandleTelemetry(topic string, payload []byte) {
 	m.stats.statsOverLimit.Add(res.statsOverLimit)
 	if res.statsInvalid+res.statsMismatched+res.statsOverLimit > 0 {
 		m.logLimited("stats", id, "telemetry records stored but their data statistics left out of the drift aggregates",
-			"device", id, "invalid", res.statsInvalid, "mismatched", res.statsMismatched, "over_batch_limit", res.statsOverLimit, "error", res.statsError)
+			"device", id, "invalid", res.statsInvalid, "mismatched", res.statsMismatched, "over_batch_limit", res.statsOverLimit, "err", res.statsError)
 	}
 	if res.labelsDropped > 0 {
 		m.logLimited("labels", id, "feedback labels dropped: the model keeps its bound of labels", "device", id, "dropped", res.labelsDropped, "limit", MaxCapturedRows)
@@ -325,6 +325,6 @@ func (m *Monitor) ack(id string, b *shoalv1.TelemetryBatch) {
 	if err != nil {
 		// The agent sends the batch again; it is acknowledged then.
 		m.stats.ackErrors.Add(1)
-		m.logLimited("ack", id, "telemetry stored but not acknowledged", "device", id, "error", err)
+		m.logLimited("ack", id, "telemetry stored but not acknowledged", "device", id, "err", err)
 	}
 }

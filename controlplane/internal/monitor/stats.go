@@ -199,7 +199,7 @@ func (m *Monitor) cohorts(id string) []string {
 		p, labels, err := get(ctx, id)
 		cancel()
 		if err != nil {
-			m.logLimited("profile", id, "cannot tell the device's profile and labels; its data statistics go to the \"all\" cohort only", "device", id, "error", err)
+			m.logLimited("profile", id, "cannot tell the device's profile and labels; its data statistics go to the \"all\" cohort only", "device", id, "err", err)
 			return []string{CohortAll}
 		}
 		cohorts := []string{CohortAll}

@@ -131,7 +131,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (Rollout, error) {
 	}
 	e.log.Info("rollout created", "rollout", id, "model", spec.Model, "version", spec.Version, "devices", len(order), "stages", len(spec.Stages))
 	if err := e.step(ctx, id); err != nil {
-		e.log.Warn("first pass of new rollout failed; the next will retry", "rollout", id, "error", err)
+		e.log.Warn("first pass of new rollout failed; the next will retry", "rollout", id, "err", err)
 	}
 	return e.get(id, true, false)
 }

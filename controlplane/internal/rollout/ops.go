@@ -105,7 +105,7 @@ func (e *Engine) command(ctx context.Context, op, id string, change func(*pass) 
 		return Rollout{}, shoalerr.Wrap(err, shoalerr.Internal, op, "store rollout %s", id)
 	}
 	if err := e.step(ctx, id); err != nil {
-		e.log.Warn("rollout pass after an operator command failed; the next will retry", "rollout", id, "error", err)
+		e.log.Warn("rollout pass after an operator command failed; the next will retry", "rollout", id, "err", err)
 	}
 	return e.get(id, true, false)
 }

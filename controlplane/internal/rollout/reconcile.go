@@ -97,7 +97,7 @@ func (e *Engine) step(ctx context.Context, id string) error {
 	stats, err := p.telemetry(ctx)
 	if err != nil {
 		// Health bounds wait for the next pass; the rest goes on.
-		e.lim.Log(e.log, slog.LevelWarn, "telemetry"+id, "cannot read telemetry for rollout health gates", "rollout", id, "error", err)
+		e.lim.Log(e.log, slog.LevelWarn, "telemetry"+id, "cannot read telemetry for rollout health gates", "rollout", id, "err", err)
 	}
 	p.observe(view, stats)
 	if rec.State == StateRunning {
@@ -105,13 +105,13 @@ func (e *Engine) step(ctx context.Context, id string) error {
 	}
 	if rec.State == StateRunning {
 		if err := p.refreshManifest(ctx); err != nil {
-			e.lim.Log(e.log, slog.LevelWarn, "refresh"+id, "cannot re-sign the rollout's manifest; notifications wait", "rollout", id, "error", err)
+			e.lim.Log(e.log, slog.LevelWarn, "refresh"+id, "cannot re-sign the rollout's manifest; notifications wait", "rollout", id, "err", err)
 		} else {
 			p.assign(view)
 		}
 	}
 	if err := p.prepareRollbacks(ctx); err != nil {
-		e.lim.Log(e.log, slog.LevelWarn, "rollback"+id, "cannot issue rollback manifests", "rollout", id, "error", err)
+		e.lim.Log(e.log, slog.LevelWarn, "rollback"+id, "cannot issue rollback manifests", "rollout", id, "err", err)
 	}
 	if ended(rec.State) && !rec.Settled && p.settled(view) {
 		rec.Settled = true

@@ -173,7 +173,7 @@ func (e *Engine) Run(ctx context.Context, interval, minGap time.Duration) {
 		case <-e.kick:
 		}
 		if err := e.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			e.lim.Log(e.log, slog.LevelError, "pass", "rollout pass failed; will try again", "error", err)
+			e.lim.Log(e.log, slog.LevelError, "pass", "rollout pass failed; will try again", "err", err)
 		}
 		if minGap > 0 {
 			select {
