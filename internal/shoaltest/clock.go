@@ -56,3 +56,26 @@ func (c *Clock) now() time.Time {
 	}
 	return c.t
 }
+
+// Ahead is a clock that runs with real time, moved ahead by Advance: for a
+// control plane whose soak times a test skips over while real agents,
+// on real time, must still accept what it signs. Its zero value reads
+// real time; it is safe for concurrent use.
+type Ahead struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+// Now returns real time plus the offset.
+func (c *Ahead) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+// Advance moves the clock ahead by d.
+func (c *Ahead) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off += d
+}

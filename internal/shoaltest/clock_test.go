@@ -62,3 +62,13 @@ func TestClockConcurrent(t *testing.T) {
 		t.Fatalf("after %d Advance(1s) the clock reads %v; want %v", movers*each, got, want)
 	}
 }
+
+func TestAhead(t *testing.T) {
+	var c Ahead
+	before := time.Now()
+	c.Advance(time.Hour)
+	got := c.Now()
+	if got.Before(before.Add(time.Hour)) || got.After(time.Now().Add(time.Hour)) {
+		t.Errorf("Now = %v; want real time plus an hour (from %v)", got, before.Add(time.Hour))
+	}
+}
