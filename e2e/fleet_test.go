@@ -43,6 +43,8 @@ type fleetAgent struct {
 	stopped bool
 }
 
+// startAgent runs an agent in this process, enrolled on cp, and returns
+// once the control plane knows it.
 func startAgent(t *testing.T, cp *controltest.Server, id string, mutate ...func(*agent.Config)) *fleetAgent {
 	t.Helper()
 	dir := t.TempDir()
@@ -59,7 +61,14 @@ func startAgent(t *testing.T, cp *controltest.Server, id string, mutate ...func(
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	return runAgentCfg(t, id, cfg)
+	fa := runAgentCfg(t, id, cfg)
+	// The agent enrolls as it starts running: a deploy to "every device"
+	// right after startAgent must find it enrolled.
+	shoaltest.Eventually(t, id+" enrolled", func() error {
+		_, err := cp.Client.Device(context.Background(), id)
+		return err
+	})
+	return fa
 }
 
 func runAgentCfg(t *testing.T, id string, cfg agent.Config) *fleetAgent {
