@@ -23,29 +23,10 @@ import (
 // broker, with the control plane on an injected clock: soak times of an
 // hour pass when the test moves the clock.
 
-// testClock is the control plane's clock; it starts at the real time so
-// that agents (on real time) accept the manifests it signs.
-type testClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.off += d
-}
-
 // rolloutFleet is a control plane and agents for rollout scenarios.
 type rolloutFleet struct {
 	t      *testing.T
-	clock  *testClock
+	clock  *shoaltest.Ahead // the control plane's: agents, on real time, accept what it signs
 	cp     *controltest.Server
 	agents []*fleetAgent
 	byID   map[string]*fleetAgent
@@ -60,7 +41,7 @@ func newRolloutFleet(t *testing.T, n int) *rolloutFleet { return newRolloutFleet
 func newRolloutFleetOf(t *testing.T, n int, processes bool) *rolloutFleet {
 	t.Helper()
 	onnxrt.MustInitForTest(t)
-	f := &rolloutFleet{t: t, clock: &testClock{}, byID: map[string]*fleetAgent{}, cfgs: map[string]agent.Config{}}
+	f := &rolloutFleet{t: t, clock: &shoaltest.Ahead{}, byID: map[string]*fleetAgent{}, cfgs: map[string]agent.Config{}}
 	f.cp = controltest.Start(t, controltest.WithNow(f.clock.Now), controltest.WithLogger(testLogger(t)))
 	f.cp.PushModel(t, "m", "1", rolloutModel(t, "good", 1))
 	var wg sync.WaitGroup
