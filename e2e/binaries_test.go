@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -71,10 +73,11 @@ func freeAddr(t *testing.T) string {
 
 // proc is a running binary whose output goes to a log file.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
+	name    string
+	cmd     *exec.Cmd
+	log     string
+	done    chan error // receives the exit once; whoever reads it puts it back
+	stopped bool       // stop has run
 }
 
 func start(t *testing.T, dir, name string, args ...string) *proc {
@@ -96,21 +99,75 @@ func start(t *testing.T, dir, name string, args ...string) *proc {
 	return p
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// agentAPIAddr matches the agent's start-up line, which names the local
+// API's address (text log: api=127.0.0.1:PORT).
+var agentAPIAddr = regexp.MustCompile(`shoal-agent starting\W.*\bapi=(\S+)`)
+
+// startAgentProc starts `shoal-agent run args...` with --api-addr
+// 127.0.0.1:0 and returns it with the local API's base URL, read from its
+// log: the agent binds the port itself, so no other process can take it
+// between a test choosing a free port and the agent binding it.
+func startAgentProc(t *testing.T, dir, name string, args ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, dir, name, append(args, "--api-addr", "127.0.0.1:0")...)
+	var api string
+	shoaltest.Eventually(t, name+" local API address in its log", func() error {
+		if m := agentAPIAddr.FindStringSubmatch(p.output()); m != nil {
+			api = "http://" + m[1]
+			return nil
+		}
+		return p.exited()
+	})
+	return p, api
+}
+
+// output returns what the process has logged so far.
+func (p *proc) output() string {
+	data, _ := os.ReadFile(p.log)
+	return string(data)
+}
+
+// exited returns an error if the process has exited (with the end of its
+// log), or errors.New("running") while it runs: for waits that should fail
+// at once when the process is gone.
+func (p *proc) exited() error {
+	select {
+	case err := <-p.done:
+		p.done <- err // keep it for stop
+		return fmt.Errorf("%s exited (%v); log:\n%s", p.name, err, p.tail())
+	default:
+		return errors.New("running")
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit. A process that exited on
+// its own before is reported if it failed.
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
-	if p.cmd.ProcessState != nil {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil && !p.stopped {
+			t.Errorf("%s had exited with %v; log:\n%s", p.name, err, p.tail())
+		}
+		p.stopped = true
+		return
+	default:
+	}
+	if p.stopped {
 		return
 	}
+	p.stopped = true
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:
+		p.done <- err
 		if err != nil {
 			t.Errorf("%s exited with %v; log:\n%s", p.name, err, p.tail())
 		}
 	case <-time.After(shoaltest.Patience):
 		p.cmd.Process.Kill()
-		<-p.done
+		p.done <- <-p.done
 		t.Errorf("%s did not stop within %s of SIGTERM; log:\n%s", p.name, shoaltest.Patience, p.tail())
 	}
 }
@@ -211,11 +268,10 @@ func TestBinariesSpine(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.Token == "" {
 			t.Fatalf("token create --json = %q (%v)", out, err)
 		}
-		api := freeAddr(t)
-		p := start(t, dir, "shoal-agent "+id, "run", "--data-dir", filepath.Join(dir, id), "--server", server,
-			"--broker", "tcp://"+mqttAddr, "--device-id", id, "--enroll-token", tok.Token, "--api-addr", api)
+		p, api := startAgentProc(t, dir, "shoal-agent "+id, "run", "--data-dir", filepath.Join(dir, id), "--server", server,
+			"--broker", "tcp://"+mqttAddr, "--device-id", id, "--enroll-token", tok.Token)
 		agentProcs = append(agentProcs, p)
-		agents[id] = "http://" + api
+		agents[id] = api
 		shoaltest.Eventually(t, id+" live", func() error { return agentLive(agents[id]) })
 	}
 
@@ -291,11 +347,10 @@ func TestBinariesSpine(t *testing.T) {
 	// and no control plane or broker: it serves from disk.
 	agentProcs[0].stop(t)
 	cp.stop(t)
-	api := freeAddr(t)
-	start(t, dir, "shoal-agent bin-a-restart", "run", "--data-dir", filepath.Join(dir, "bin-a"), "--server", server,
-		"--broker", "tcp://"+mqttAddr, "--device-id", "bin-a", "--api-addr", api)
+	_, api := startAgentProc(t, dir, "shoal-agent bin-a-restart", "run", "--data-dir", filepath.Join(dir, "bin-a"), "--server", server,
+		"--broker", "tcp://"+mqttAddr, "--device-id", "bin-a")
 	shoaltest.Eventually(t, "restarted agent serving offline", func() error {
-		got, err := inferSums("http://" + api)
+		got, err := inferSums(api)
 		if err != nil {
 			return err
 		}

@@ -51,10 +51,9 @@ func newRolloutFleetOf(t *testing.T, n int, processes bool) *rolloutFleet {
 		id := fmt.Sprintf("dev-%02d", i)
 		tok := f.cp.Token(t)
 		if processes {
-			api := freeAddr(t)
-			start(t, dir, "shoal-agent "+id, "run", "--data-dir", filepath.Join(dir, id), "--server", f.cp.URL(),
-				"--device-id", id, "--enroll-token", tok, "--api-addr", api, "--telemetry-window", "100ms")
-			f.byID[id] = &fleetAgent{id: id, api: "http://" + api}
+			_, api := startAgentProc(t, dir, "shoal-agent "+id, "run", "--data-dir", filepath.Join(dir, id), "--server", f.cp.URL(),
+				"--device-id", id, "--enroll-token", tok, "--telemetry-window", "100ms")
+			f.byID[id] = &fleetAgent{id: id, api: api}
 			continue
 		}
 		wg.Go(func() {
