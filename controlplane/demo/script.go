@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -416,7 +415,7 @@ func (s *script) showJob(j client.Job) {
 	}
 	r := j.Result
 	s.say("job %s %s: %s v%s on %s v%d (%d train / %d validation / %d holdout rows, best epoch %d of %d): %s",
-		j.ID, j.State, r.Model, r.ModelVersion, r.Lineage.Dataset, r.Lineage.DatasetVersion, r.TrainRows, r.ValidationRows, r.HoldoutRows, r.BestEpoch, r.Epochs, formatMetrics(r.Metrics))
+		j.ID, j.State, r.Model, r.ModelVersion, r.Lineage.Dataset, r.Lineage.DatasetVersion, r.TrainRows, r.ValidationRows, r.HoldoutRows, r.BestEpoch, r.Epochs, client.MetricsLine(r.Metrics))
 	if v := r.Validation; v != nil {
 		champ := ""
 		if v.Champion != "" {
@@ -522,20 +521,6 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() (bool, stri
 		case <-t.C:
 		}
 	}
-}
-
-// formatMetrics lists metrics by name: "accuracy 0.9667  macro_f1 0.9658".
-func formatMetrics(m map[string]float64) string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	parts := make([]string, len(names))
-	for i, k := range names {
-		parts[i] = k + " " + strconv.FormatFloat(m[k], 'f', 4, 64)
-	}
-	return orDash(strings.Join(parts, "  "))
 }
 
 func orDash(s string) string {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -125,7 +124,7 @@ func newJobsCmd(o *rootOptions) *cobra.Command {
 			for _, j := range list {
 				version, metric := "-", "-"
 				if j.Result != nil {
-					version, metric = j.Result.ModelVersion, metrics(j.Result.Metrics)
+					version, metric = j.Result.ModelVersion, client.MetricsLine(j.Result.Metrics)
 				}
 				rows = append(rows, []string{j.ID, j.State, j.Spec.Dataset + " " + datasetVersionName(j.Spec.DatasetVersion), j.Spec.Model, version,
 					j.Spec.Trainer, epochOf(j), metric, ago(j.CreatedAt)})
@@ -200,7 +199,7 @@ func printJob(w io.Writer, j client.Job) {
 	}
 	fmt.Fprintf(w, "  made %s version %s  sha256:%s\n", r.Model, r.ModelVersion, shortDigest(r.ModelSHA256))
 	fmt.Fprintf(w, "  holdout %s  (%d epochs, best %d; %d/%d/%d training/validation/holdout rows)\n",
-		metrics(r.Metrics), r.Epochs, r.BestEpoch, r.TrainRows, r.ValidationRows, r.HoldoutRows)
+		client.MetricsLine(r.Metrics), r.Epochs, r.BestEpoch, r.TrainRows, r.ValidationRows, r.HoldoutRows)
 	l := r.Lineage
 	fmt.Fprintf(w, "  from dataset %s v%d  sha256:%s  %d rows; shoal %s\n", l.Dataset, l.DatasetVersion, shortDigest(l.DatasetSHA256), l.DatasetRows, l.CodeVersion)
 	if r.ProfileError != "" {
@@ -232,20 +231,6 @@ func printValidation(w io.Writer, v *client.Validation) {
 		rows = append(rows, []string{"   " + c.Name, strconv.FormatFloat(c.Value, 'g', 5, 64), strconv.FormatFloat(c.Limit, 'g', 5, 64), mark, orDash(c.Detail)})
 	}
 	table(w, []string{"   CHECK", "VALUE", "LIMIT", "RESULT", "DETAIL"}, rows)
-}
-
-// metrics lists metrics by name: "accuracy 0.9667  macro_f1 0.9658".
-func metrics(m map[string]float64) string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	parts := make([]string, len(names))
-	for i, k := range names {
-		parts[i] = k + " " + strconv.FormatFloat(m[k], 'f', 4, 64)
-	}
-	return orDash(strings.Join(parts, "  "))
 }
 
 func epochOf(j client.Job) string {
