@@ -186,16 +186,4 @@ func loopPolicyOf(p apiv1.LoopPolicy) loop.Policy {
 	return out
 }
 
-func loopRunView(r loop.Run) apiv1.LoopRun {
-	return apiv1.LoopRun{
-		Model: r.Model, Seq: r.Seq, State: string(r.State),
-		Alert: r.Alert, FromVersion: r.FromVersion, Cohort: r.Cohort,
-		LineageJob: r.LineageJob, Job: r.Job, Dataset: r.Dataset, DatasetVersion: r.DatasetVersion,
-		CapturedRows: r.CapturedRows, Version: r.Version,
-		Rollout: r.Rollout, RolloutState: r.RolloutState,
-		Reasons: r.Reasons, StartedAt: r.StartedAt, UpdatedAt: r.UpdatedAt,
-		Events: convert(r.Events, func(e loop.Event) apiv1.LoopEvent {
-			return apiv1.LoopEvent{At: e.At, State: string(e.State), Message: e.Message}
-		}),
-	}
-}
+func loopRunView(r loop.Run) apiv1.LoopRun { return r.LoopRun }

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoalfleet/shoal/controlplane/apiv1"
 	"github.com/shoalfleet/shoal/controlplane/internal/dataset"
 	"github.com/shoalfleet/shoal/internal/topics"
 	shoalv1 "github.com/shoalfleet/shoal/proto/shoal/v1"
@@ -133,7 +134,7 @@ func TestCapturesSkipCategoricalFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := Run{Model: "iris"}
+	r := Run{LoopRun: apiv1.LoopRun{Model: "iris"}}
 	if v := e.loop.addCaptures(ctx, &r, ref); v.Version != 1 || r.CapturedRows != 0 || len(r.notes) != 1 || !strings.Contains(r.notes[0], `feature "colour" of dataset cats is categorical`) {
 		t.Errorf("addCaptures = v%d, %+v %q; want v1 and a note on the categorical feature", v.Version, r, r.notes)
 	}

@@ -19,11 +19,11 @@ import (
 	"github.com/shoalfleet/shoal/internal/shoalerr"
 )
 
-// State is where a run is.
-type State string
+// State is where a run is: one of apiv1's retraining-run states.
+type State = string
 
-// The states, the API's (apiv1). Rejected, Failed and Done are final,
-// and so is Candidate when the policy has no rollout.
+// The states. Rejected, Failed and Done are final, and so is Candidate
+// when the policy has no rollout.
 const (
 	Training   State = apiv1.LoopTraining
 	Rejected   State = apiv1.LoopRejected
@@ -34,49 +34,17 @@ const (
 )
 
 // Run is one turn of the loop for a model: from an alert to a rejected
-// or signed candidate, and its rollout.
+// or signed candidate, and its rollout. Its stored JSON is the API's
+// (apiv1.LoopRun), declared once.
 type Run struct {
-	Model string `json:"model"`
-	// Seq numbers the model's runs from 1.
-	Seq   uint64 `json:"seq"`
-	State State  `json:"state"`
-	// Alert is the id of the drift alert that started the run;
-	// FromVersion and Cohort are the alert's.
-	Alert       string `json:"alert"`
-	FromVersion string `json:"from_version"`
-	Cohort      string `json:"cohort"`
-	// LineageJob is the job that made FromVersion; Job the retraining
-	// job, on Dataset at DatasetVersion.
-	LineageJob     string `json:"lineage_job,omitempty"`
-	Job            string `json:"job,omitempty"`
-	Dataset        string `json:"dataset,omitempty"`
-	DatasetVersion int    `json:"dataset_version,omitempty"`
-	// CapturedRows is how many labelled captured rows the policy's
-	// Captures added to the dataset: DatasetVersion is the version that
-	// holds them after the reference rows.
-	CapturedRows int `json:"captured_rows,omitempty"`
-	// Version is the version the job made (a candidate only if it passed).
-	Version string `json:"version,omitempty"`
-	// Rollout is the candidate's rollout id; RolloutState its state as
-	// last seen.
-	Rollout      string `json:"rollout,omitempty"`
-	RolloutState string `json:"rollout_state,omitempty"`
-	// Reasons say why the run was rejected or failed.
-	Reasons   []string  `json:"reasons,omitempty"`
-	StartedAt time.Time `json:"started_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	Events    []Event   `json:"events"`
+	apiv1.LoopRun
 
 	// notes are events of the start, recorded with the state it ends in.
 	notes []string
 }
 
 // Event is a change of a run's state.
-type Event struct {
-	At      time.Time `json:"at"`
-	State   State     `json:"state"`
-	Message string    `json:"message"`
-}
+type Event = apiv1.LoopEvent
 
 // inProgress reports whether r still waits on a job or a rollout.
 func (r Run) inProgress() bool { return r.State == Training || r.State == RollingOut }
@@ -136,7 +104,7 @@ func (s *Service) Start(ctx context.Context, alert drift.Alert) (Run, error) {
 		}
 	}
 
-	r := Run{Model: model, Alert: alert.ID, FromVersion: alert.Version, Cohort: alert.Cohort, StartedAt: now}
+	r := Run{LoopRun: apiv1.LoopRun{Model: model, Alert: alert.ID, FromVersion: alert.Version, Cohort: alert.Cohort, StartedAt: now}}
 	spec, err := s.retrainSpec(ctx, &r, p)
 	if err == nil {
 		var j jobs.Job
