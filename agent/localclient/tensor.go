@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/shoalfleet/shoal/agent/internal/jsonfloat"
 )
 
 // InferRequest is an Open Inference Protocol inference request.
@@ -186,9 +188,9 @@ func dataLen(data any) (int, error) {
 // The strings the agent reads and writes for the floats JSON has no
 // numbers for.
 const (
-	nanString    = "NaN"
-	infString    = "Infinity"
-	negInfString = "-Infinity"
+	nanString    = jsonfloat.NaN
+	infString    = jsonfloat.Inf
+	negInfString = jsonfloat.NegInf
 )
 
 func appendFloats[T float32 | float64](b []byte, d []T, bits int) []byte {
@@ -197,40 +199,9 @@ func appendFloats[T float32 | float64](b []byte, d []T, bits int) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		f := float64(v)
-		switch {
-		case math.IsNaN(f):
-			b = append(b, `"`+nanString+`"`...)
-		case math.IsInf(f, 1):
-			b = append(b, `"`+infString+`"`...)
-		case math.IsInf(f, -1):
-			b = append(b, `"`+negInfString+`"`...)
-		default:
-			b = appendFloat(b, f, bits)
-		}
+		b = jsonfloat.Append(b, float64(v), bits)
 	}
 	return append(b, ']')
-}
-
-// appendFloat writes the shortest decimal that reads back as v, as
-// encoding/json does: plain from 1e-6 up to 1e21, with an exponent
-// outside that.
-func appendFloat(b []byte, v float64, bits int) []byte {
-	format := byte('f')
-	if abs := math.Abs(v); abs != 0 {
-		if bits == 64 && (abs < 1e-6 || abs >= 1e21) || bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21) {
-			format = 'e'
-		}
-	}
-	b = strconv.AppendFloat(b, v, format, -1, bits)
-	if format == 'e' {
-		// 1e-07 → 1e-7
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
 }
 
 // InferResponse is the agent's answer to an inference request.

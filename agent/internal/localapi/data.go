@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/shoalfleet/shoal/agent/internal/jsonfloat"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
 
@@ -21,9 +22,9 @@ const (
 
 // The special float values JSON has no numbers for, as strings.
 const (
-	nanString    = "NaN"
-	infString    = "Infinity"
-	negInfString = "-Infinity"
+	nanString    = jsonfloat.NaN
+	infString    = jsonfloat.Inf
+	negInfString = jsonfloat.NegInf
 )
 
 // floatSpecial reads "NaN", "Infinity" or "-Infinity" (also "Inf" and

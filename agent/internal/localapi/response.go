@@ -1,10 +1,10 @@
 package localapi
 
 import (
-	"math"
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/shoalfleet/shoal/agent/internal/jsonfloat"
 	"github.com/shoalfleet/shoal/internal/onnxrt"
 )
 
@@ -55,14 +55,14 @@ func appendData(b []byte, data any) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendFloat(b, float64(v), 32)
+			b = jsonfloat.Append(b, float64(v), 32)
 		}
 	case []float64:
 		for i, v := range d {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendFloat(b, v, 64)
+			b = jsonfloat.Append(b, v, 64)
 		}
 	case []int8:
 		b = appendInts(b, d)
@@ -93,36 +93,6 @@ func appendData(b []byte, data any) []byte {
 				b = append(b, ',')
 			}
 			b = appendJSONString(b, v)
-		}
-	}
-	return b
-}
-
-// appendFloat writes the shortest decimal that reads back as the same
-// value; NaN and infinities, which JSON has no numbers for, as strings.
-func appendFloat(b []byte, v float64, bits int) []byte {
-	switch {
-	case math.IsNaN(v):
-		return append(b, `"`+nanString+`"`...)
-	case math.IsInf(v, 1):
-		return append(b, `"`+infString+`"`...)
-	case math.IsInf(v, -1):
-		return append(b, `"`+negInfString+`"`...)
-	}
-	// As encoding/json (and JavaScript) write numbers: plain decimals from
-	// 1e-6 up to 1e21, exponents outside that.
-	format := byte('f')
-	if abs := math.Abs(v); abs != 0 {
-		if bits == 64 && (abs < 1e-6 || abs >= 1e21) || bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21) {
-			format = 'e'
-		}
-	}
-	b = strconv.AppendFloat(b, v, format, -1, bits)
-	if format == 'e' {
-		// 1e-07 → 1e-7
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
 		}
 	}
 	return b
